@@ -1,0 +1,84 @@
+"""The fixed cast and shared fixtures for every test."""
+
+import pytest
+
+
+@pytest.fixture(autouse=True)
+def media_root(settings, tmp_path):
+    """Give every test an empty media folder of its own."""
+    root = tmp_path / "media"
+    root.mkdir()
+    settings.MEDIA_ROOT = root
+    return root
+
+
+# The fixed cast: alice and bob at Acme, charlie at Globex (refused), an officer, an admin --------
+
+CAST_PASSWORD = "cast-password-not-secret"
+
+
+def _cast_user(username, company=None, **fields):
+    from django.contrib.auth import get_user_model
+
+    from vault.models import Membership
+
+    user = get_user_model().objects.create_user(
+        username, f"{username}@example.com", CAST_PASSWORD, **fields
+    )
+    if company is not None:
+        Membership.objects.create(user=user, company=company)
+    return user
+
+
+@pytest.fixture
+def acme(db):
+    """The company of alice and bob."""
+    from vault.models import Company
+
+    return Company.objects.create(name="Acme")
+
+
+@pytest.fixture
+def globex(db):
+    """Charlie's company: refused everything of Acme's unless a grant says otherwise."""
+    from vault.models import Company
+
+    return Company.objects.create(name="Globex")
+
+
+@pytest.fixture
+def alice(acme):
+    """A member of Acme."""
+    return _cast_user("alice", acme)
+
+
+@pytest.fixture
+def bob(acme):
+    """Another member of Acme."""
+    return _cast_user("bob", acme)
+
+
+@pytest.fixture
+def charlie(globex):
+    """A member of Globex: must be refused Acme's documents."""
+    return _cast_user("charlie", globex)
+
+
+@pytest.fixture
+def officer(db):
+    """A compliance officer: staff, no company, holding the read-any-document permission."""
+    from django.contrib.auth.models import Permission
+
+    user = _cast_user("officer", is_staff=True)
+    user.user_permissions.add(
+        Permission.objects.get(content_type__app_label="vault", codename="read_any_document")
+    )
+    return user
+
+
+@pytest.fixture
+def admin(db):
+    """A superuser, no company."""
+    from django.contrib.auth import get_user_model
+
+    return get_user_model().objects.create_superuser("admin", "admin@example.com", CAST_PASSWORD)
