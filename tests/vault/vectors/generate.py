@@ -1,0 +1,191 @@
+"""Regenerate the fixed vectors v1.json and fernet.json next to this file.
+
+    python tests/vault/vectors/generate.py
+
+v1.json is deterministic: keys, salts, nonce prefixes and plaintexts are derived from fixed labels,
+so regenerating rewrites the same bytes. Every v1 vector is checked before it is written against a
+naive one-shot implementation of the construction (below, independent of the streaming code) and
+against Google Tink (a test-only dependency).
+
+fernet.json holds tokens made by the case study's exact code, `Fernet(key).encrypt(data)`, whose IV
+and timestamp are random: regenerating changes the tokens, and any of them is a valid vector.
+Not a test module (pytest collects test_*.py only).
+"""
+
+import base64
+import hashlib
+import io
+import json
+import struct
+import sys
+from pathlib import Path
+
+from cryptography.fernet import Fernet
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+from cryptography.hazmat.primitives.kdf.pbkdf2 import PBKDF2HMAC
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parents[2]))
+
+from vault import fileformat  # noqa: E402  (after the path set-up above)
+
+# (name, plaintext size, segment size)
+V1_CASES = [
+    ("empty", 0, 1 << 20),
+    ("short", 14, 1 << 20),
+    ("fills the first segment exactly", 1024 - 56, 1024),
+    ("two full segments", (1024 - 56) + (1024 - 16), 1024),
+    ("three segments, short last", 2500, 1024),
+]
+CASE_STUDY_SECRET = "case-study-encryption-secret-for-vectors-only"
+CASE_STUDY_SALT = "stable-salt-from-settings"
+CASE_STUDY_ITERATIONS = 100_000
+FERNET_PLAINTEXTS = [b"", b"%PDF-1.4 legacy document\n", None]  # None: about 3 KB
+
+
+def fixed_bytes(label: str, size: int) -> bytes:
+    """Return `size` reproducible bytes for `label`."""
+    return hashlib.shake_256(b"docvault test vector/" + label.encode()).digest(size)
+
+
+def reference_encrypt(
+    plaintext: bytes, key: bytes, key_id: bytes, segment_size: int, salt: bytes, prefix: bytes
+) -> bytes:
+    """Encrypt in one shot, straight from the format description: the check on the writer."""
+    header = b"\x89DVLT\r\n\x1a" + b"\x01" + key_id + struct.pack(">I", segment_size)
+    aead = AESGCM(HKDF(algorithm=hashes.SHA256(), length=32, salt=salt, info=header).derive(key))
+    first, later = segment_size - 56, segment_size - 16
+    segments = [plaintext[:first]]
+    rest = plaintext[first:]
+    while rest:
+        segments.append(rest[:later])
+        rest = rest[later:]
+    out = [header, bytes([40]), salt, prefix]
+    for index, segment in enumerate(segments):
+        last = index == len(segments) - 1
+        out.append(aead.encrypt(prefix + struct.pack(">IB", index, last), segment, None))
+    return b"".join(out)
+
+
+def tink_decrypt(ciphertext: bytes, key: bytes, segment_size: int) -> bytes:
+    """Decrypt a v1 file with Tink, the Docvault header as associated data."""
+    import tink
+    from tink import secret_key_access, streaming_aead
+    from tink.proto import aes_gcm_hkdf_streaming_pb2, common_pb2, tink_pb2
+
+    streaming_aead.register()
+    tink_key = aes_gcm_hkdf_streaming_pb2.AesGcmHkdfStreamingKey(
+        version=0,
+        key_value=key,
+        params=aes_gcm_hkdf_streaming_pb2.AesGcmHkdfStreamingParams(
+            ciphertext_segment_size=segment_size,
+            derived_key_size=32,
+            hkdf_hash_type=common_pb2.SHA256,
+        ),
+    )
+    keyset = tink_pb2.Keyset(
+        primary_key_id=1,
+        key=[
+            tink_pb2.Keyset.Key(
+                key_data=tink_pb2.KeyData(
+                    type_url="type.googleapis.com/google.crypto.tink.AesGcmHkdfStreamingKey",
+                    value=tink_key.SerializeToString(),
+                    key_material_type=tink_pb2.KeyData.SYMMETRIC,
+                ),
+                status=tink_pb2.ENABLED,
+                key_id=1,
+                output_prefix_type=tink_pb2.RAW,
+            )
+        ],
+    )
+    handle = tink.proto_keyset_format.parse(keyset.SerializeToString(), secret_key_access.TOKEN)
+    primitive = handle.primitive(streaming_aead.StreamingAead)
+    header, stream = ciphertext[:21], ciphertext[21:]
+    with primitive.new_decrypting_stream(io.BytesIO(stream), header) as plaintext:
+        return plaintext.read()
+
+
+def v1_vectors() -> dict:
+    vectors = []
+    for name, size, segment_size in V1_CASES:
+        key = fixed_bytes(name + "/key", 32)
+        key_id = fixed_bytes(name + "/key id", 8)
+        salt = fixed_bytes(name + "/salt", 32)
+        prefix = fixed_bytes(name + "/nonce prefix", 7)
+        plaintext = fixed_bytes(name + "/plaintext", size)
+        randoms = iter([salt, prefix])
+        ciphertext = b"".join(
+            fileformat.encrypt(
+                plaintext,
+                key,
+                key_id,
+                segment_size=segment_size,
+                _random=lambda n, randoms=randoms: next(randoms),
+            )
+        )
+        assert ciphertext == reference_encrypt(plaintext, key, key_id, segment_size, salt, prefix)
+        assert tink_decrypt(ciphertext, key, segment_size) == plaintext
+        vectors.append(
+            {
+                "name": name,
+                "key_hex": key.hex(),
+                "key_id_hex": key_id.hex(),
+                "segment_size": segment_size,
+                "salt_hex": salt.hex(),
+                "nonce_prefix_hex": prefix.hex(),
+                "plaintext_hex": plaintext.hex(),
+                "ciphertext_hex": ciphertext.hex(),
+            }
+        )
+    return {
+        "description": "Docvault v1 files (docs/FILE_FORMAT.md). The salt and nonce prefix are "
+        "the random values the writer drew, in that order.",
+        "generator": "tests/vault/vectors/generate.py",
+        "cases": vectors,
+    }
+
+
+def fernet_vectors() -> dict:
+    # The case study's code, verbatim in substance: PBKDF2 of the secret, base64, Fernet.
+    fernet_key = base64.urlsafe_b64encode(
+        PBKDF2HMAC(
+            algorithm=hashes.SHA256(),
+            length=32,
+            salt=CASE_STUDY_SALT.encode(),
+            iterations=CASE_STUDY_ITERATIONS,
+        ).derive(CASE_STUDY_SECRET.encode())
+    )
+    cases = []
+    for data in FERNET_PLAINTEXTS:
+        if data is None:
+            data = fixed_bytes("legacy/3k", 3000)
+        token = Fernet(fernet_key).encrypt(data)
+        cases.append(
+            {
+                "secret": CASE_STUDY_SECRET,
+                "salt": CASE_STUDY_SALT,
+                "iterations": CASE_STUDY_ITERATIONS,
+                "fernet_key": fernet_key.decode(),
+                "plaintext_hex": data.hex(),
+                "token": token.decode(),
+            }
+        )
+    return {
+        "description": "Legacy files: raw Fernet tokens written by the case study, "
+        "Fernet(urlsafe_b64encode(PBKDF2HMAC(SHA256, 32, salt, iterations).derive(secret)))"
+        ".encrypt(data).",
+        "generator": "tests/vault/vectors/generate.py",
+        "cases": cases,
+    }
+
+
+def main() -> None:
+    for name, content in (("v1.json", v1_vectors()), ("fernet.json", fernet_vectors())):
+        (HERE / name).write_text(json.dumps(content, indent=2) + "\n")
+        print(f"wrote {HERE / name}")
+
+
+if __name__ == "__main__":
+    main()
