@@ -1,0 +1,31 @@
+"""All-or-nothing file writes: a temporary file beside the target, fsync, then link into place."""
+
+import os
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import BinaryIO
+
+
+@contextmanager
+def atomic_write(path: str | os.PathLike[str], mode: int | None = None) -> Iterator[BinaryIO]:
+    """Yield a file that appears at `path` only if the block completes; never replace a file."""
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, temp_path = tempfile.mkstemp(prefix=".docvault-", suffix=".part", dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as temp:
+            yield temp
+            temp.flush()
+            os.fsync(temp.fileno())
+        if mode is not None:
+            os.chmod(temp_path, mode)
+        # link() refuses to replace an existing file, unlike rename(): a name is never reused.
+        os.link(temp_path, path)
+    finally:
+        os.unlink(temp_path)
+    dir_fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)

@@ -1,0 +1,56 @@
+"""What the vault's file commands share: opening SRC, writing DST all-or-nothing."""
+
+import getpass
+import os
+import sys
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from typing import BinaryIO
+
+from django.core.management.base import CommandError
+
+from vault.atomic import atomic_write
+
+
+@contextmanager
+def source_open(src: str) -> Iterator[BinaryIO]:
+    """Yield SRC opened for binary reading ('-' is standard input)."""
+    if src == "-":
+        yield sys.stdin.buffer
+        return
+    try:
+        handle = open(src, "rb")  # noqa: SIM115 (closed by the with below)
+    except OSError as exc:
+        raise CommandError(f"Cannot read {src}: {exc.strerror}.") from None
+    with handle:
+        yield handle
+
+
+def destination_write(dst: str, pieces: Iterable[bytes]) -> int:
+    """Write the pieces to DST ('-' is standard output); a failure leaves no DST behind."""
+    written = 0
+    if dst == "-":
+        out = sys.stdout.buffer
+        for piece in pieces:
+            out.write(piece)
+            written += len(piece)
+        out.flush()
+        return written
+    if os.path.lexists(dst):
+        raise CommandError(f"{dst} exists already: refusing to overwrite it.")
+    try:
+        with atomic_write(dst, 0o600) as target:
+            for piece in pieces:
+                target.write(piece)
+                written += len(piece)
+    except OSError as exc:
+        raise CommandError(f"Cannot write {dst}: {exc.strerror}.") from None
+    return written
+
+
+def operator() -> str:
+    """Return the operating-system user running the command, for the access log."""
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return f"uid:{os.getuid()}"
