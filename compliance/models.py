@@ -1,0 +1,105 @@
+"""The access log: one append-only, hash-chained row per decryption, refusal and upload."""
+
+from typing import Any, NoReturn
+
+from django.conf import settings
+from django.db import models
+
+from vault.access import Action, Outcome
+
+GENESIS_HASH = "0" * 64
+
+
+class AppendOnlyError(Exception):
+    """Raised on any attempt to change, delete or bypass the chain of access events."""
+
+
+class AccessEventQuerySet(models.QuerySet):
+    """Read-only in bulk: events are never updated, deleted or created outside the recorder."""
+
+    def update(self, **kwargs: Any) -> NoReturn:
+        raise AppendOnlyError("Access events are never updated.")
+
+    def delete(self) -> NoReturn:
+        raise AppendOnlyError("Access events are never deleted.")
+
+    def bulk_create(self, *args: Any, **kwargs: Any) -> NoReturn:
+        raise AppendOnlyError("Access events are appended by access_event_record() only.")
+
+    def bulk_update(self, *args: Any, **kwargs: Any) -> NoReturn:
+        # Refused before Django opens its transaction, which the error would leave broken.
+        raise AppendOnlyError("Access events are never updated.")
+
+
+class AccessEvent(models.Model):
+    """One access to a document: who, what, when, from where, with which key, and the outcome.
+
+    Rows are inserted by `compliance.access_log.access_event_record()` only, never changed.
+    The foreign keys have no database constraint and never cascade: deleting a user or a document
+    leaves its events untouched (an UPDATE would break the chain), and the snapshot columns keep
+    what the row said at the time. `document_id` itself is the snapshot of the document's ID.
+    """
+
+    seq = models.PositiveBigIntegerField(unique=True, editable=False)
+    when = models.DateTimeField(editable=False)
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.DO_NOTHING,
+        db_constraint=False,
+        db_index=False,
+        null=True,
+        blank=True,
+        related_name="access_events",
+    )
+    actor_username = models.CharField(max_length=150, blank=True)
+    action = models.CharField(max_length=32, choices=Action.choices)
+    document = models.ForeignKey(
+        "vault.Document",
+        on_delete=models.DO_NOTHING,
+        db_constraint=False,
+        db_index=False,
+        null=True,
+        blank=True,
+        related_name="access_events",
+    )
+    document_title = models.CharField(max_length=200, blank=True)
+    stored_name = models.CharField(max_length=255, blank=True)
+    outcome = models.CharField(max_length=16, choices=Outcome.choices)
+    reason = models.CharField(max_length=500, blank=True)
+    staff_read = models.BooleanField(default=False)
+    client_ip = models.GenericIPAddressField(null=True, blank=True)
+    user_agent = models.CharField(max_length=255, blank=True)
+    key_id = models.CharField(max_length=16, blank=True, help_text="Key ID of the file (hex).")
+    bytes_served = models.PositiveBigIntegerField(null=True, blank=True)
+    duration_ms = models.FloatField(null=True, blank=True)
+    request_id = models.CharField(max_length=64, blank=True)
+    chain_key_id = models.CharField(max_length=16, help_text="Key ID of the chain's HMAC key.")
+    prev_hash = models.CharField(max_length=64)
+    hash = models.CharField(max_length=64)
+
+    objects = AccessEventQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-seq"]
+        # The dashboard filters by period, person, document and outcome, newest first.
+        indexes = [
+            models.Index(fields=["when"], name="compliance_ae_when"),
+            models.Index(fields=["actor", "when"], name="compliance_ae_actor_when"),
+            models.Index(fields=["document", "when"], name="compliance_ae_document_when"),
+            models.Index(fields=["outcome", "when"], name="compliance_ae_outcome_when"),
+        ]
+
+    def __str__(self) -> str:
+        return (
+            f"#{self.seq} {self.when:%Y-%m-%d %H:%M:%S} {self.actor_username or '-'} {self.action}"
+        )
+
+    def save(self, *args: Any, **kwargs: Any) -> NoReturn:
+        """Raise AppendOnlyError: events are appended by access_event_record(), never changed."""
+        if self._state.adding:
+            raise AppendOnlyError("Access events are appended by access_event_record() only.")
+        raise AppendOnlyError("Access events are never updated.")
+
+    def delete(self, *args: Any, **kwargs: Any) -> NoReturn:
+        """Raise AppendOnlyError: access events are never deleted."""
+        raise AppendOnlyError("Access events are never deleted.")
