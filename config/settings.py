@@ -114,7 +114,6 @@ DATABASES = {
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # IMMEDIATE transactions stop "database is locked" when a reader turns writer (the audit chain's
     # append reads the head, then inserts); WAL lets readers run beside the writer.
-    DATABASES["default"]["CONN_MAX_AGE"] = 0
     DATABASES["default"]["OPTIONS"] = {
         "transaction_mode": "IMMEDIATE",
         "timeout": 20,
@@ -150,7 +149,9 @@ VAULT_INNER_STORAGE = {
     "BACKEND": env("VAULT_INNER_STORAGE_BACKEND") or "django.core.files.storage.FileSystemStorage",
     "OPTIONS": {},
 }
+# Uploads are encrypted as they arrive, under a throwaway key: plaintext never reaches a temp file.
 FILE_UPLOAD_HANDLERS = ["vault.uploads.EncryptingUploadHandler"]
+VAULT_MAX_UPLOAD_SIZE = int(env("VAULT_MAX_UPLOAD_SIZE", str(100 * 1024 * 1024)) or 0)
 
 # Keys: "label:secret,label2:secret2", first entry primary. ENCRYPTION_SECRET alone (the case study's
 # name) is one key labelled "default". Never stored in the database, never logged.
@@ -158,6 +159,10 @@ VAULT_KEYS = env("VAULT_KEYS")
 ENCRYPTION_SECRET = env("ENCRYPTION_SECRET")
 VAULT_KDF_SALT = env("VAULT_KDF_SALT")
 VAULT_KDF_ITERATIONS = env("VAULT_KDF_ITERATIONS", "600000")
+
+# How many reverse proxies in front of Django append to X-Forwarded-For; 0 ignores the header, so a
+# client cannot forge the address the access log records.
+ACCESS_LOG_PROXY_COUNT = int(env("ACCESS_LOG_PROXY_COUNT", "0") or 0)
 
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "/"

@@ -22,8 +22,10 @@ def main(path: str) -> None:
     target.write_text("\n".join(lines), encoding="utf-8")
     target.chmod(0o600)
     banner = "=" * 72
-    print(f"{banner}\n  Generated {target}: a DEVELOPMENT key, salt and secret key.\n"
-          f"  Do not use them in production. Keep the file: media/ needs it.\n{banner}")
+    print(
+        f"{banner}\n  Generated {target}: a DEVELOPMENT key, salt and secret key.\n"
+        f"  Do not use them in production. Keep the file: media/ needs it.\n{banner}"
+    )
 
 
 if __name__ == "__main__":

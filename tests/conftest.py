@@ -14,17 +14,15 @@ def media_root(settings, tmp_path):
 
 # The fixed cast: alice and bob at Acme, charlie at Globex (refused), an officer, an admin --------
 
-CAST_PASSWORD = "cast-password-not-secret"
-
 
 def _cast_user(username, company=None, **fields):
     from django.contrib.auth import get_user_model
 
     from vault.models import Membership
 
-    user = get_user_model().objects.create_user(
-        username, f"{username}@example.com", CAST_PASSWORD, **fields
-    )
+    # No usable password: hashing one costs a quarter of a second per user, and tests log in with
+    # client.force_login(). A test of the login form sets one itself.
+    user = get_user_model().objects.create_user(username, f"{username}@example.com", **fields)
     if company is not None:
         Membership.objects.create(user=user, company=company)
     return user
@@ -81,4 +79,16 @@ def admin(db):
     """A superuser, no company."""
     from django.contrib.auth import get_user_model
 
-    return get_user_model().objects.create_superuser("admin", "admin@example.com", CAST_PASSWORD)
+    return get_user_model().objects.create_superuser("admin", "admin@example.com", None)
+
+
+# A throwaway PostgreSQL server ------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    """Start a throwaway PostgreSQL server for the session; a test needing it fails if it cannot."""
+    from tests.postgres import postgres_start
+
+    with postgres_start() as server:
+        yield server

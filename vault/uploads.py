@@ -1,0 +1,428 @@
+"""The encrypting upload handler: uploaded plaintext never touches the disk.
+
+Django spools an upload above FILE_UPLOAD_MAX_MEMORY_SIZE to a plaintext temporary file. This handler
+encrypts what it receives instead, block by block, under a random key that lives only in memory, into
+a temporary file that therefore only ever holds ciphertext. Each block is one complete v1 stream of
+`vault.fileformat` whose key ID field carries the block's index, so blocks cannot be reordered or
+swapped unnoticed; the block count and the size stay in memory, so truncation is caught too. The file
+it returns decrypts that spool as it is read, and EncryptedStorage re-encrypts the plaintext under
+the vault's primary key on save: the plaintext exists only in memory, one block at a time.
+"""
+
+import io
+import logging
+import os
+import secrets
+import struct
+import tempfile
+import unicodedata
+from collections.abc import Iterator
+from typing import Any
+
+import magic
+from django.conf import settings
+from django.core.files import File
+from django.core.files.uploadedfile import UploadedFile
+from django.core.files.uploadhandler import FileUploadHandler, StopFutureHandlers
+from django.db import transaction
+
+from . import fileformat
+from .access import Action, access_context
+from .keys import keyring
+from .models import Company, Document
+
+logger = logging.getLogger(__name__)
+
+MiB = 1 << 20
+DEFAULT_MAX_UPLOAD_SIZE = 100 * MiB
+SNIFF_BYTES = 8192  # python-magic needs about 2 KB to tell a DOCX from a plain zip
+FILENAME_MAX_LENGTH = 200
+FILENAME_FALLBACK = "document"
+# The name handed to the storage: the user's filename never reaches it, even as a hint.
+STORED_NAME_HINT = "document"
+
+_BLOCK_SIZE = MiB  # plaintext per spool block: the most plaintext held in memory per upload
+_BLOCK_LENGTH = struct.Struct(">Q")
+_EXTENSION_MAX_LENGTH = 16
+
+
+class UploadRejected(ValueError):
+    """Raised on any attempt to store an upload that was refused while it was received."""
+
+
+def upload_max_size() -> int:
+    """Return the largest upload accepted, in bytes (VAULT_MAX_UPLOAD_SIZE, default 100 MiB)."""
+    return int(getattr(settings, "VAULT_MAX_UPLOAD_SIZE", DEFAULT_MAX_UPLOAD_SIZE))
+
+
+def size_format(size: int) -> str:
+    """Return a size in binary units as people write limits: '100 MiB', '512 KiB', '1000 bytes'."""
+    for unit, factor in (("GiB", 1 << 30), ("MiB", MiB), ("KiB", 1 << 10)):
+        if size >= factor and size % factor == 0:
+            return f"{size // factor} {unit}"
+    return f"{size} bytes"
+
+
+def upload_too_large_message(limit: int | None = None) -> str:
+    """Return the error shown when an upload exceeds the limit."""
+    return f"File too large: the limit is {size_format(upload_max_size() if limit is None else limit)}."
+
+
+def filename_sanitise(name: str) -> str:
+    """Return a filename safe to show and to offer back on download: no path, no control characters."""
+    name = unicodedata.normalize("NFC", name or "")
+    name = name.replace("\\", "/").rsplit("/", 1)[-1]
+    # Whitespace (tabs, newlines) becomes one space; then categories C* go: control, format (bidi
+    # overrides that disguise an extension), unassigned, private use.
+    name = " ".join(name.split())
+    name = "".join(char for char in name if not unicodedata.category(char).startswith("C"))
+    name = name.strip().rstrip(". ")
+    if len(name) > FILENAME_MAX_LENGTH:
+        stem, extension = os.path.splitext(name)
+        if 1 < len(extension) <= _EXTENSION_MAX_LENGTH:
+            name = stem[: FILENAME_MAX_LENGTH - len(extension)].rstrip(". ") + extension
+        else:
+            name = name[:FILENAME_MAX_LENGTH].rstrip(". ")
+    return name or FILENAME_FALLBACK
+
+
+def mime_sniff(head: bytes) -> str:
+    """Return the MIME type python-magic reads in the first bytes of a plaintext."""
+    try:
+        return magic.from_buffer(bytes(head), mime=True) or "application/octet-stream"
+    except magic.MagicException:
+        logger.warning("python-magic could not classify an upload", exc_info=True)
+        return "application/octet-stream"
+
+
+class _Spool:
+    """Blocks of ciphertext in a temporary file, under a random key that lives only in memory."""
+
+    def __init__(self) -> None:
+        self._key: bytes | None = secrets.token_bytes(32)
+        # No extension from the user's filename: the temporary name says nothing about the content.
+        self.file = tempfile.NamedTemporaryFile(  # noqa: SIM115 (closed by close(), or on error)
+            prefix="docvault-upload-", suffix=".enc", dir=settings.FILE_UPLOAD_TEMP_DIR
+        )
+        self._pending = bytearray()
+        self._offsets: list[int] = []
+        self.size = 0
+        self.finished = False
+
+    def write(self, data: bytes) -> None:
+        """Take received plaintext; encrypt and write every full block."""
+        if self.finished:
+            raise ValueError("The spool is finished.")
+        self._pending += data
+        self.size += len(data)
+        while len(self._pending) >= _BLOCK_SIZE:
+            block = bytes(self._pending[:_BLOCK_SIZE])
+            del self._pending[:_BLOCK_SIZE]
+            self._block_write(block)
+
+    def finish(self) -> None:
+        """Encrypt and write the last, partial block; the spool is readable from here on."""
+        if self._pending or not self._offsets:
+            self._block_write(bytes(self._pending))
+        self._pending = bytearray()
+        self.file.flush()
+        self.finished = True
+
+    def block_read(self, index: int) -> bytes:
+        """Return the plaintext of block `index`; raise DecryptionError if the spool was altered."""
+        if not self.finished or self._key is None:
+            raise ValueError("The spool is not readable.")
+        if not 0 <= index < len(self._offsets):
+            raise IndexError(index)
+        self.file.seek(self._offsets[index])
+        (length,) = _BLOCK_LENGTH.unpack(self.file.read(_BLOCK_LENGTH.size))
+        ciphertext = self.file.read(length)
+        if len(ciphertext) != length:
+            raise fileformat.DecryptionError("truncated upload spool")
+        block_id = index.to_bytes(fileformat.KEY_ID_SIZE, "big")
+        with fileformat.DecryptingReader(io.BytesIO(ciphertext), {block_id: self._key}) as reader:
+            plaintext = reader.read()
+        last = index == len(self._offsets) - 1
+        expected = self.size - _BLOCK_SIZE * index if last else _BLOCK_SIZE
+        if len(plaintext) != expected:
+            raise fileformat.DecryptionError("upload spool block of the wrong size")
+        return plaintext
+
+    def close(self) -> None:
+        """Forget the key and delete the temporary file."""
+        self._key = None
+        self._pending = bytearray()
+        self.file.close()
+
+    def _block_write(self, block: bytes) -> None:
+        assert self._key is not None
+        index = len(self._offsets)
+        block_id = index.to_bytes(fileformat.KEY_ID_SIZE, "big")
+        ciphertext = b"".join(fileformat.encrypt(block, self._key, block_id))
+        self._offsets.append(self.file.tell())
+        self.file.write(_BLOCK_LENGTH.pack(len(ciphertext)))
+        self.file.write(ciphertext)
+
+
+class _SpoolReader(io.RawIOBase):
+    """A seekable plaintext view of a finished spool; closing it deletes the spool."""
+
+    def __init__(self, spool: _Spool) -> None:
+        super().__init__()
+        self._spool = spool
+        self._pos = 0
+        self._index = -1
+        self._block = b""
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        self._checkClosed()
+        return self._pos
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        self._checkClosed()
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self._spool.size}[whence]
+        if base + offset < 0:
+            raise ValueError("negative seek position")
+        self._pos = base + offset
+        return self._pos
+
+    def readinto(self, buffer: Any) -> int:
+        """Fill `buffer`; short only at the end of the file."""
+        with memoryview(buffer) as view, view.cast("B") as out:
+            done = 0
+            while done < len(out) and (piece := self._piece(len(out) - done)):
+                out[done : done + len(piece)] = piece
+                done += len(piece)
+        return done
+
+    def read(self, size: int | None = -1) -> bytes:
+        """Return `size` bytes (all the rest if negative); fewer only at the end of the file."""
+        if size is None or size < 0:
+            return b"".join(self.segments())
+        buffer = bytearray(min(size, max(self._spool.size - self._pos, 0)))
+        return bytes(buffer[: self.readinto(buffer)])
+
+    def segments(self) -> Iterator[bytes | memoryview]:
+        """Yield the plaintext from the current position to the end, one block at a time."""
+        while piece := self._piece(-1):
+            yield piece
+
+    def close(self) -> None:
+        if not self.closed:
+            self._block = b""
+            self._spool.close()
+        super().close()
+
+    def _piece(self, limit: int) -> bytes | memoryview:
+        self._checkClosed()
+        if self._pos >= self._spool.size:
+            return b""
+        index, offset = divmod(self._pos, _BLOCK_SIZE)
+        if index != self._index:
+            self._block = b""
+            self._block = self._spool.block_read(index)
+            self._index = index
+        end = len(self._block) if limit < 0 else min(len(self._block), offset + limit)
+        self._pos += end - offset
+        return memoryview(self._block)[offset:end]
+
+
+class EncryptedUploadedFile(UploadedFile):
+    """An upload held encrypted in a temporary file; reading it decrypts, closing it deletes it."""
+
+    def __init__(self, spool: _Spool, name: str, mime_type: str, **kwargs: Any) -> None:
+        super().__init__(_SpoolReader(spool), name, size=spool.size, **kwargs)
+        self.mime_type = mime_type
+
+    def chunks(self, chunk_size: int | None = None) -> Iterator[bytes | memoryview]:
+        """Yield the plaintext from the start, one decrypted block at a time."""
+        self.seek(0)
+        yield from self.file.segments()
+
+    def multiple_chunks(self, chunk_size: int | None = None) -> bool:
+        """Return whether the plaintext spans more than one block."""
+        return self.size > _BLOCK_SIZE
+
+    def open(self, mode: str | None = None) -> "EncryptedUploadedFile":
+        """Rewind; a closed upload is gone and cannot be reopened."""
+        if self.closed:
+            raise ValueError("The upload is closed and its temporary file deleted.")
+        self.seek(0)
+        return self
+
+
+class RejectedUploadedFile(UploadedFile):
+    """An upload refused while it was received: a name, a size and the reason, but no content."""
+
+    def __init__(self, name: str, size: int, error: str) -> None:
+        super().__init__(None, name, size=size)
+        self.error = error
+        self.mime_type = ""
+
+    @property
+    def closed(self) -> bool:
+        """Return True: there is no content to read."""
+        return True
+
+    def open(self, mode: str | None = None) -> "RejectedUploadedFile":
+        """Raise UploadRejected: nothing of the upload was kept."""
+        raise UploadRejected(self.error)
+
+    def read(self, size: int = -1) -> bytes:
+        """Raise UploadRejected: nothing of the upload was kept."""
+        raise UploadRejected(self.error)
+
+    def chunks(self, chunk_size: int | None = None) -> Iterator[bytes]:
+        """Raise UploadRejected: nothing of the upload was kept."""
+        raise UploadRejected(self.error)
+
+    def close(self) -> None:
+        """Do nothing: nothing of the upload was kept."""
+
+
+def upload_error(upload: object) -> str | None:
+    """Return why an upload was refused while it was received, or None if it was not."""
+    return getattr(upload, "error", None) if isinstance(upload, RejectedUploadedFile) else None
+
+
+class EncryptingUploadHandler(FileUploadHandler):
+    """Encrypt every uploaded file while it is received; enforce VAULT_MAX_UPLOAD_SIZE as it arrives.
+
+    Meant to be the only upload handler (FILE_UPLOAD_HANDLERS, or `request.upload_handlers`): it
+    keeps every byte it receives from the handlers after it, so none of them can spool plaintext.
+    """
+
+    def __init__(self, request: Any = None) -> None:
+        super().__init__(request)
+        self.max_size = upload_max_size()
+        self._spool: _Spool | None = None
+        self._head = bytearray()
+        self._received = 0
+        self._rejected = False
+
+    def new_file(self, *args: Any, **kwargs: Any) -> None:
+        """Start a spool for the next file, or refuse it at once if it announces too many bytes."""
+        super().new_file(*args, **kwargs)
+        self._discard()
+        self._head = bytearray()
+        self._received = 0
+        self._rejected = bool(self.content_length and self.content_length > self.max_size)
+        if not self._rejected:
+            self._spool = _Spool()
+            # Django's parser closes `handler.file` when an upload is stopped.
+            self.file = self._spool.file
+        raise StopFutureHandlers
+
+    def receive_data_chunk(self, raw_data: bytes, start: int) -> None:
+        """Encrypt a received chunk into the spool; keep the first bytes in memory for sniffing."""
+        self._received += len(raw_data)
+        if self._rejected:
+            return None
+        if self._received > self.max_size:
+            # Refused, and the rest of the file is read and dropped: the form can then say why.
+            self._rejected = True
+            self._discard()
+            return None
+        if len(self._head) < SNIFF_BYTES:
+            self._head += raw_data[: SNIFF_BYTES - len(self._head)]
+        assert self._spool is not None
+        try:
+            self._spool.write(raw_data)
+        except BaseException:
+            self._discard()
+            raise
+        return None
+
+    def file_complete(self, file_size: int) -> UploadedFile:
+        """Return the upload as an EncryptedUploadedFile, or a RejectedUploadedFile if too large."""
+        name = filename_sanitise(self.file_name or "")
+        if self._rejected or self._spool is None:
+            return RejectedUploadedFile(
+                name, self._received, upload_too_large_message(self.max_size)
+            )
+        spool, self._spool = self._spool, None
+        try:
+            spool.finish()
+        except BaseException:
+            spool.close()
+            raise
+        head, self._head = bytes(self._head), bytearray()
+        return EncryptedUploadedFile(
+            spool,
+            name,
+            mime_sniff(head),
+            content_type=self.content_type,
+            charset=self.charset,
+            content_type_extra=self.content_type_extra,
+        )
+
+    def upload_interrupted(self) -> None:
+        """Delete the spool of a file whose upload never finished."""
+        self._discard()
+
+    def _discard(self) -> None:
+        spool, self._spool = self._spool, None
+        self._head = bytearray()
+        if spool is not None:
+            spool.close()
+
+
+def _head_read(content: File) -> bytes:
+    """Return the first bytes of any file for sniffing, leaving it at the start."""
+    if hasattr(content, "seek"):
+        content.seek(0)
+    head = content.read(SNIFF_BYTES)
+    if hasattr(content, "seek"):
+        content.seek(0)
+    return head
+
+
+def document_file_store(document: Document, content: File) -> None:
+    """Encrypt `content` into the document's file and fill in its metadata; the storage records it.
+
+    Call it inside `access_context(action=Action.UPLOAD, ...)`, and save the document afterwards.
+    The user's filename becomes metadata only: the storage picks a random stored name.
+    """
+    error = upload_error(content)
+    if error:
+        raise UploadRejected(error)
+    document.original_filename = filename_sanitise(content.name or "")
+    document.size = content.size
+    document.mime_type = getattr(content, "mime_type", None) or mime_sniff(_head_read(content))
+    document.key_id = keyring().primary.key_id_hex
+    document.file.save(STORED_NAME_HINT, content, save=False)
+
+
+def document_store(document: Document, content: File, *, user: Any, request: Any = None) -> None:
+    """Store `content` encrypted as the document's file and save the document, recorded as an upload.
+
+    All or nothing: if the row cannot be saved, the encrypted file is deleted again.
+    """
+    stored = ""
+    with access_context(action=Action.UPLOAD, user=user, request=request, document=document):
+        try:
+            with transaction.atomic():
+                document_file_store(document, content)
+                stored = document.file.name
+                if not document.title:
+                    document.title = document.original_filename[:200]
+                document.save()
+        except BaseException:
+            if stored:
+                document.file.storage.delete(stored)
+            raise
+
+
+def document_create(
+    *, company: Company, content: File, uploaded_by: Any, title: str = "", request: Any = None
+) -> Document:
+    """Return a new document of `company` holding `content` encrypted, recorded as an upload."""
+    document = Document(company=company, title=title, uploaded_by=uploaded_by)
+    document_store(document, content, user=uploaded_by, request=request)
+    return document
