@@ -3,7 +3,7 @@
 import uuid
 
 from django.conf import settings
-from django.db import models
+from django.db import connections, models, router
 from django.db.models import Exists, OuterRef, Q
 from django.utils import timezone
 
@@ -119,11 +119,44 @@ class Grant(models.Model):
         return self.expires_at is None or self.expires_at > timezone.now()
 
 
+# The download path's permission check, as one statement: building the equivalent ORM query costs
+# about 1 ms per request (expression resolution), ten times what the database needs to answer it.
+_READABLE_SQL = """
+SELECT d.* FROM {document} d
+WHERE d.{column} = %s AND (
+    d.company_id IN (SELECT m.company_id FROM {membership} m WHERE m.user_id = %s)
+    OR EXISTS (
+        SELECT 1 FROM {grant} g
+        WHERE g.document_id = d.id
+          AND (g.expires_at IS NULL OR g.expires_at > %s)
+          AND g.company_id IN (SELECT m.company_id FROM {membership} m WHERE m.user_id = %s)
+    )
+)
+"""
+
+
 def document_get_for_reader(user: object, **lookup: object) -> tuple[Document, bool]:
-    """Return the document the user may read and whether it is a staff read; raise DoesNotExist."""
-    document = Document.objects.readable_by(user).filter(**lookup).first()
-    if document is not None:
+    """Return the document the user may read and whether it is a staff read; raise DoesNotExist.
+
+    `lookup` is one field: `pk`/`id` or `file` (the stored name). Readers are the members of the
+    document's company and of companies holding a live grant; staff with the read-any permission
+    read everything, recorded as staff reads.
+    """
+    ((name, value),) = lookup.items()
+    field = Document._meta.pk if name == "pk" else Document._meta.get_field(name)
+    if not getattr(user, "is_authenticated", False):
+        raise Document.DoesNotExist("No readable document matches.")
+    connection = connections[router.db_for_read(Document)]
+    sql = _READABLE_SQL.format(
+        document=connection.ops.quote_name(Document._meta.db_table),
+        column=connection.ops.quote_name(field.column),
+        membership=connection.ops.quote_name(Membership._meta.db_table),
+        grant=connection.ops.quote_name(Grant._meta.db_table),
+    )
+    now = Grant._meta.get_field("expires_at").get_db_prep_value(timezone.now(), connection)
+    params = [field.get_db_prep_value(field.to_python(value), connection), user.pk, now, user.pk]
+    for document in Document.objects.raw(sql, params):
         return document, False
-    if getattr(user, "is_authenticated", False) and user.has_perm(READ_ANY_PERMISSION):
+    if user.has_perm(READ_ANY_PERMISSION):
         return Document.objects.get(**lookup), True
     raise Document.DoesNotExist("No readable document matches.")
