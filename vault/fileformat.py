@@ -6,7 +6,7 @@ A v1 file is a 21-byte Docvault header followed by a Google Tink AES-GCM-HKDF st
 (AES256_GCM_HKDF_1MB parameters at the default segment size), exactly as Tink writes it::
 
     offset  size  field
-    0       8     magic b"\\x89DVLT\\r\\n\\x1a" (high-bit byte, CRLF and ^Z catch text-mode mangling)
+    0       8     magic b"\\x89DVLT\\r\\n\\x1a" (high-bit byte, CRLF and ^Z catch text mangling)
     8       1     format version, 0x01
     9       8     key ID (raw bytes; 16 hex characters elsewhere)
     17      4     ciphertext segment size, big-endian uint32 (default 1 MiB = 1048576)
@@ -103,6 +103,8 @@ class DecryptionError(Exception):
 
 
 class Kind(enum.Enum):
+    """What a stored file is."""
+
     V1 = "v1"
     LEGACY = "fernet"
     UNKNOWN = "unknown"
@@ -110,6 +112,8 @@ class Kind(enum.Enum):
 
 @dataclass(frozen=True)
 class Classification:
+    """What `classify` found: the kind and, for v1, the key ID and segment size from the header."""
+
     kind: Kind
     key_id: bytes | None = None
     segment_size: int | None = None
@@ -169,7 +173,7 @@ def encrypt(
 
 
 class _Reader(io.RawIOBase):
-    """A readable stream over pieces; read(n) and readinto(b) fill up to n bytes, short only at EOF."""
+    """A readable stream of pieces: read(n) and readinto(b) come back short only at the end."""
 
     def __init__(self) -> None:
         super().__init__()

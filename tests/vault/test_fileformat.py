@@ -5,6 +5,7 @@ Pure pytest, no Django: `pytest tests/vault/test_fileformat.py -p no:django` run
 
 import base64
 import io
+import itertools
 import json
 import os
 import random
@@ -128,10 +129,9 @@ def assert_rejected(ciphertext: bytes, plaintext: bytes = b"", keys=KEYS) -> Non
             decrypt(ciphertext, keys)
     for source in (io.BytesIO(ciphertext), Pipe(ciphertext)):
         released = []
-        with pytest.raises(DecryptionError):
-            with DecryptingReader(source, keys) as reader:
-                for piece in reader.segments():
-                    released.append(bytes(piece))
+        with pytest.raises(DecryptionError), DecryptingReader(source, keys) as reader:
+            for piece in reader.segments():
+                released.append(bytes(piece))
         assert plaintext.startswith(b"".join(released))
 
 
@@ -206,7 +206,7 @@ def test_any_chunking_gives_the_same_ciphertext(size, seed, segment_size, cuts):
     plaintext = data(size, seed)
     salt, prefix = data(32, seed + 1), data(7, seed + 2)
     bounds = sorted({0, size, *(cut % (size + 1) for cut in cuts)})
-    chunks = [plaintext[a:b] for a, b in zip(bounds, bounds[1:], strict=False)]
+    chunks = [plaintext[a:b] for a, b in itertools.pairwise(bounds)]
 
     def sealed(source) -> bytes:
         pieces = encrypt(
@@ -644,6 +644,13 @@ def test_a_failed_reader_stays_failed():
             reader.read(2 * LATER)
         with pytest.raises(DecryptionError):
             reader.read(1)
+    reader = DecryptingReader(io.BytesIO(tampered), KEYS)
+    reader.seek(FIRST + LATER)
+    with pytest.raises(DecryptionError):
+        reader.read(1)
+    reader.seek(FIRST + 3 * LATER)  # segment 4 is intact, but this reader has seen tampering
+    with pytest.raises(DecryptionError):
+        reader.read(1)
 
 
 def test_decryption_error_keeps_the_reason():
