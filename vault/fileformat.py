@@ -57,6 +57,7 @@ __all__ = [
     "DecryptingReader",
     "DecryptionError",
     "EncryptingReader",
+    "Encryptor",
     "Kind",
     "classify",
     "decrypt_open",
@@ -160,6 +161,77 @@ def encrypt(
     bytes-like chunks of any sizes. Memory stays within a few segments whatever the input size.
     """
     segments = _plaintext_segments(plaintext, segment_size)
+    preamble, aead, nonce_prefix = _stream_start(key, key_id, segment_size, _random)
+    return _ciphertext_pieces(preamble, aead, nonce_prefix, segments)
+
+
+class Encryptor:
+    """Encrypt to v1 as plaintext is pushed in: update() returns the ciphertext ready so far.
+
+    For producers that push (an upload handler handed chunks as they arrive); `encrypt` suits
+    sources that can be pulled. It holds at most one segment of plaintext: a full segment is
+    sealed only once more data shows it is not the last one.
+    """
+
+    def __init__(
+        self,
+        key: bytes,
+        key_id: bytes,
+        *,
+        segment_size: int = SEGMENT_SIZE,
+        _random: Callable[[int], bytes] = os.urandom,
+    ) -> None:
+        _check_segment_size(segment_size)
+        self._preamble, self._aead, self._nonce_prefix = _stream_start(
+            key, key_id, segment_size, _random
+        )
+        self._capacity = segment_size - _TAG_SIZE
+        self._want = self._capacity - _TINK_HEADER_SIZE
+        self._pending = bytearray()
+        self._index = 0
+        self._finished = False
+
+    def update(self, data: bytes | bytearray | memoryview) -> bytes:
+        """Take more plaintext; return the ciphertext of every segment now known not to be last."""
+        if self._finished:
+            raise ValueError("update() after finalize()")
+        if isinstance(data, str):
+            raise TypeError("plaintext must be bytes-like, not str")
+        self._pending += data
+        out = [self._preamble_take()]
+        while len(self._pending) > self._want:
+            with memoryview(self._pending) as pending:
+                out.append(self._seal(pending[: self._want], last=False))
+            del self._pending[: self._want]
+            self._want = self._capacity
+        return b"".join(out)
+
+    def finalize(self) -> bytes:
+        """Seal the last segment and return the rest of the ciphertext."""
+        if self._finished:
+            raise ValueError("finalize() called twice")
+        self._finished = True
+        tail = self._preamble_take() + self._seal(self._pending, last=True)
+        self._pending = bytearray()
+        return tail
+
+    def _preamble_take(self) -> bytes:
+        preamble, self._preamble = self._preamble, b""
+        return preamble
+
+    def _seal(self, plaintext: bytes | bytearray | memoryview, last: bool) -> bytes:
+        if self._index >= _MAX_SEGMENTS:
+            raise ValueError("plaintext too long for this segment size")
+        nonce = self._nonce_prefix + _NONCE_SUFFIX.pack(self._index, last)
+        self._index += 1
+        with memoryview(plaintext) as view:
+            return self._aead.encrypt(nonce, view, None)
+
+
+def _stream_start(
+    key: bytes, key_id: bytes, segment_size: int, _random: Callable[[int], bytes]
+) -> tuple[bytes, AESGCM, bytes]:
+    """Check the key and key ID, draw salt and nonce prefix; return (preamble, AEAD, prefix)."""
     _check_key(key, "key", _KEY_SIZE)
     _check_key(key_id, "key_id", KEY_ID_SIZE)
     header = _HEADER.pack(_MAGIC, _VERSION, bytes(key_id), segment_size)
@@ -169,7 +241,7 @@ def encrypt(
         raise ValueError("_random returned the wrong number of bytes")
     aead = _segment_aead(bytes(key), header, salt)
     preamble = header + bytes([_TINK_HEADER_SIZE]) + salt + nonce_prefix
-    return _ciphertext_pieces(preamble, aead, nonce_prefix, segments)
+    return preamble, aead, nonce_prefix
 
 
 class _Reader(io.RawIOBase):

@@ -1,19 +1,16 @@
 """The encrypting upload handler: uploaded plaintext never touches the disk.
 
 Django spools an upload above FILE_UPLOAD_MAX_MEMORY_SIZE to a plaintext temporary file. This handler
-encrypts what it receives instead, block by block, under a random key that lives only in memory, into
-a temporary file that therefore only ever holds ciphertext. Each block is one complete v1 stream of
-`vault.fileformat` whose key ID field carries the block's index, so blocks cannot be reordered or
-swapped unnoticed; the block count and the size stay in memory, so truncation is caught too. The file
-it returns decrypts that spool as it is read, and EncryptedStorage re-encrypts the plaintext under
-the vault's primary key on save: the plaintext exists only in memory, one block at a time.
+encrypts what it receives instead, as one v1 stream (`vault.fileformat.Encryptor`) under a random key
+and key ID that live only in memory, into a temporary file that therefore only ever holds ciphertext
+nobody else can read. The file it returns decrypts that spool as it is read, segment by authenticated
+segment, and EncryptedStorage re-encrypts the plaintext under the vault's primary key on save: the
+plaintext exists only in memory, one segment at a time (AES-GCM at GB/s makes the second pass cheap).
 """
 
-import io
 import logging
 import os
 import secrets
-import struct
 import tempfile
 import unicodedata
 from collections.abc import Iterator
@@ -41,8 +38,6 @@ FILENAME_FALLBACK = "document"
 # The name handed to the storage: the user's filename never reaches it, even as a hint.
 STORED_NAME_HINT = "document"
 
-_BLOCK_SIZE = MiB  # plaintext per spool block: the most plaintext held in memory per upload
-_BLOCK_LENGTH = struct.Struct(">Q")
 _EXTENSION_MAX_LENGTH = 16
 
 
@@ -96,158 +91,56 @@ def mime_sniff(head: bytes) -> str:
 
 
 class _Spool:
-    """Blocks of ciphertext in a temporary file, under a random key that lives only in memory."""
+    """An upload encrypted as it arrives into a temporary file, under a key that lives only in memory."""
 
     def __init__(self) -> None:
-        self._key: bytes | None = secrets.token_bytes(32)
+        self._key = secrets.token_bytes(32)
+        self._key_id = secrets.token_bytes(fileformat.KEY_ID_SIZE)
+        self._encryptor = fileformat.Encryptor(self._key, self._key_id)
         # No extension from the user's filename: the temporary name says nothing about the content.
-        self.file = tempfile.NamedTemporaryFile(  # noqa: SIM115 (closed by close(), or on error)
+        self.file = tempfile.NamedTemporaryFile(  # noqa: SIM115 (closed by close(), or its reader)
             prefix="docvault-upload-", suffix=".enc", dir=settings.FILE_UPLOAD_TEMP_DIR
         )
-        self._pending = bytearray()
-        self._offsets: list[int] = []
         self.size = 0
-        self.finished = False
 
     def write(self, data: bytes) -> None:
-        """Take received plaintext; encrypt and write every full block."""
-        if self.finished:
-            raise ValueError("The spool is finished.")
-        self._pending += data
+        """Encrypt received plaintext into the temporary file."""
+        self.file.write(self._encryptor.update(data))
         self.size += len(data)
-        while len(self._pending) >= _BLOCK_SIZE:
-            block = bytes(self._pending[:_BLOCK_SIZE])
-            del self._pending[:_BLOCK_SIZE]
-            self._block_write(block)
 
-    def finish(self) -> None:
-        """Encrypt and write the last, partial block; the spool is readable from here on."""
-        if self._pending or not self._offsets:
-            self._block_write(bytes(self._pending))
-        self._pending = bytearray()
+    def reader(self) -> fileformat.DecryptingReader:
+        """Seal the stream; return a seekable plaintext reader that owns (and deletes) the file."""
+        self.file.write(self._encryptor.finalize())
         self.file.flush()
-        self.finished = True
-
-    def block_read(self, index: int) -> bytes:
-        """Return the plaintext of block `index`; raise DecryptionError if the spool was altered."""
-        if not self.finished or self._key is None:
-            raise ValueError("The spool is not readable.")
-        if not 0 <= index < len(self._offsets):
-            raise IndexError(index)
-        self.file.seek(self._offsets[index])
-        (length,) = _BLOCK_LENGTH.unpack(self.file.read(_BLOCK_LENGTH.size))
-        ciphertext = self.file.read(length)
-        if len(ciphertext) != length:
-            raise fileformat.DecryptionError("truncated upload spool")
-        block_id = index.to_bytes(fileformat.KEY_ID_SIZE, "big")
-        with fileformat.DecryptingReader(io.BytesIO(ciphertext), {block_id: self._key}) as reader:
-            plaintext = reader.read()
-        last = index == len(self._offsets) - 1
-        expected = self.size - _BLOCK_SIZE * index if last else _BLOCK_SIZE
-        if len(plaintext) != expected:
-            raise fileformat.DecryptionError("upload spool block of the wrong size")
-        return plaintext
+        self.file.seek(0)
+        reader = fileformat.DecryptingReader(self.file, {self._key_id: self._key})
+        if reader.size != self.size:
+            reader.close()
+            raise fileformat.DecryptionError("upload spool of the wrong size")
+        return reader
 
     def close(self) -> None:
-        """Forget the key and delete the temporary file."""
-        self._key = None
-        self._pending = bytearray()
+        """Delete the temporary file."""
         self.file.close()
-
-    def _block_write(self, block: bytes) -> None:
-        assert self._key is not None
-        index = len(self._offsets)
-        block_id = index.to_bytes(fileformat.KEY_ID_SIZE, "big")
-        ciphertext = b"".join(fileformat.encrypt(block, self._key, block_id))
-        self._offsets.append(self.file.tell())
-        self.file.write(_BLOCK_LENGTH.pack(len(ciphertext)))
-        self.file.write(ciphertext)
-
-
-class _SpoolReader(io.RawIOBase):
-    """A seekable plaintext view of a finished spool; closing it deletes the spool."""
-
-    def __init__(self, spool: _Spool) -> None:
-        super().__init__()
-        self._spool = spool
-        self._pos = 0
-        self._index = -1
-        self._block = b""
-
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def tell(self) -> int:
-        self._checkClosed()
-        return self._pos
-
-    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        self._checkClosed()
-        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self._spool.size}[whence]
-        if base + offset < 0:
-            raise ValueError("negative seek position")
-        self._pos = base + offset
-        return self._pos
-
-    def readinto(self, buffer: Any) -> int:
-        """Fill `buffer`; short only at the end of the file."""
-        with memoryview(buffer) as view, view.cast("B") as out:
-            done = 0
-            while done < len(out) and (piece := self._piece(len(out) - done)):
-                out[done : done + len(piece)] = piece
-                done += len(piece)
-        return done
-
-    def read(self, size: int | None = -1) -> bytes:
-        """Return `size` bytes (all the rest if negative); fewer only at the end of the file."""
-        if size is None or size < 0:
-            return b"".join(self.segments())
-        buffer = bytearray(min(size, max(self._spool.size - self._pos, 0)))
-        return bytes(buffer[: self.readinto(buffer)])
-
-    def segments(self) -> Iterator[bytes | memoryview]:
-        """Yield the plaintext from the current position to the end, one block at a time."""
-        while piece := self._piece(-1):
-            yield piece
-
-    def close(self) -> None:
-        if not self.closed:
-            self._block = b""
-            self._spool.close()
-        super().close()
-
-    def _piece(self, limit: int) -> bytes | memoryview:
-        self._checkClosed()
-        if self._pos >= self._spool.size:
-            return b""
-        index, offset = divmod(self._pos, _BLOCK_SIZE)
-        if index != self._index:
-            self._block = b""
-            self._block = self._spool.block_read(index)
-            self._index = index
-        end = len(self._block) if limit < 0 else min(len(self._block), offset + limit)
-        self._pos += end - offset
-        return memoryview(self._block)[offset:end]
 
 
 class EncryptedUploadedFile(UploadedFile):
     """An upload held encrypted in a temporary file; reading it decrypts, closing it deletes it."""
 
-    def __init__(self, spool: _Spool, name: str, mime_type: str, **kwargs: Any) -> None:
-        super().__init__(_SpoolReader(spool), name, size=spool.size, **kwargs)
+    def __init__(
+        self, reader: fileformat.DecryptingReader, name: str, mime_type: str, **kwargs: Any
+    ) -> None:
+        super().__init__(reader, name, size=reader.size, **kwargs)
         self.mime_type = mime_type
 
     def chunks(self, chunk_size: int | None = None) -> Iterator[bytes | memoryview]:
-        """Yield the plaintext from the start, one decrypted block at a time."""
+        """Yield the plaintext from the start, one authenticated segment at a time."""
         self.seek(0)
         yield from self.file.segments()
 
     def multiple_chunks(self, chunk_size: int | None = None) -> bool:
-        """Return whether the plaintext spans more than one block."""
-        return self.size > _BLOCK_SIZE
+        """Return whether the plaintext spans more than one segment."""
+        return self.size > fileformat.SEGMENT_SIZE
 
     def open(self, mode: str | None = None) -> "EncryptedUploadedFile":
         """Rewind; a closed upload is gone and cannot be reopened."""
@@ -348,13 +241,13 @@ class EncryptingUploadHandler(FileUploadHandler):
             )
         spool, self._spool = self._spool, None
         try:
-            spool.finish()
+            reader = spool.reader()
         except BaseException:
             spool.close()
             raise
         head, self._head = bytes(self._head), bytearray()
         return EncryptedUploadedFile(
-            spool,
+            reader,
             name,
             mime_sniff(head),
             content_type=self.content_type,

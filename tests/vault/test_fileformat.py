@@ -28,6 +28,7 @@ from vault.fileformat import (
     DecryptingReader,
     DecryptionError,
     EncryptingReader,
+    Encryptor,
     Kind,
     classify,
     decrypt_open,
@@ -219,6 +220,8 @@ def test_any_chunking_gives_the_same_ciphertext(size, seed, segment_size, cuts):
     assert sealed(Pipe(plaintext, step=max(1, size // 3))) == expected
     assert sealed([bytearray(chunk) for chunk in chunks]) == expected
     assert sealed(io.BytesIO(plaintext)) == expected
+    pushed = Encryptor(KEY, KEY_ID, segment_size=segment_size, _random=fixed_random(salt, prefix))
+    assert b"".join([*(pushed.update(chunk) for chunk in chunks), pushed.finalize()]) == expected
     with DecryptingReader(io.BytesIO(expected), KEYS) as reader:
         assert reader.size == size
         assert reader.read() == plaintext
@@ -834,3 +837,23 @@ def test_tampered_or_keyless_fernet_token_is_rejected():
         legacy_open(io.BytesIO(bytes(token)), [case["fernet_key"].encode()])
     with pytest.raises(DecryptionError):
         legacy_open(io.BytesIO(case["token"].encode()), [])
+
+
+def test_encryptor_releases_ciphertext_as_segments_fill_and_refuses_misuse():
+    pushed = Encryptor(KEY, KEY_ID, segment_size=S)
+    first_segment = b"x" * (S - PREAMBLE_SIZE + HEADER_SIZE - 16)
+    # A full first segment may still be the last one: nothing but the preamble leaves yet.
+    first = pushed.update(first_segment)
+    assert len(first) == PREAMBLE_SIZE
+    second = pushed.update(b"y")  # now the first segment is known not to be the last
+    assert len(second) == S - PREAMBLE_SIZE + HEADER_SIZE
+    tail = pushed.finalize()
+    assert len(tail) == 1 + 16
+    with DecryptingReader(io.BytesIO(first + second + tail), KEYS) as reader:
+        assert reader.read() == first_segment + b"y"
+    with pytest.raises(ValueError, match="finalize"):
+        pushed.update(b"z")
+    with pytest.raises(ValueError, match="twice"):
+        pushed.finalize()
+    with pytest.raises(TypeError):
+        Encryptor(KEY, KEY_ID).update("text")

@@ -374,9 +374,10 @@ def test_handler_spool_detects_tampering(temp_dir):
     _, uploaded = handler_feed(plaintext(MiB + 10))
     [spool] = all_files(temp_dir)
     with open(spool, "r+b") as handle:
-        handle.seek(200)
+        # In the second segment: the reader has already buffered the start of the file.
+        handle.seek(MiB + 100)
         byte = handle.read(1)
-        handle.seek(200)
+        handle.seek(MiB + 100)
         handle.write(bytes([byte[0] ^ 1]))
     with pytest.raises(fileformat.DecryptionError):
         b"".join(uploaded.chunks())
