@@ -35,7 +35,6 @@ from collections.abc import Iterator
 from typing import Any
 from urllib.parse import quote
 
-import magic
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import ImproperlyConfigured, SuspiciousFileOperation
 from django.core.files.storage import FileSystemStorage, Storage
@@ -55,12 +54,11 @@ from .access import (
 )
 from .fileformat import DecryptionError
 from .keys import keyring
+from .mime import SNIFF_BYTES, mime_sniff
 from .models import Document, document_get_for_reader
 
 logger = logging.getLogger(__name__)
 
-# Enough for libmagic to tell PDF, images, OOXML and text apart; more only costs time.
-SNIFF_BYTES = 8192
 MAX_NAME_LENGTH = 255
 INLINE_TYPES = frozenset({"application/pdf", "image/png", "image/jpeg", "image/gif", "image/webp"})
 # Chrome and Safari refuse to render a PDF under `sandbox`, so PDFs get the no-fetch policy only.
@@ -151,17 +149,6 @@ def content_disposition(disposition: str, filename: str) -> str:
     if fallback == name:
         return f'{disposition}; filename="{name}"'
     return f"{disposition}; filename=\"{fallback}\"; filename*=UTF-8''{quote(name, safe='')}"
-
-
-def mime_sniff(head: bytes) -> str:
-    """Return the MIME type libmagic finds in the first plaintext bytes."""
-    try:
-        mime = magic.from_buffer(head, mime=True)
-    except magic.MagicException:
-        return "application/octet-stream"
-    if not mime or mime.endswith("x-empty"):
-        return "application/octet-stream"
-    return mime
 
 
 @require_safe

@@ -16,7 +16,6 @@ import unicodedata
 from collections.abc import Iterator
 from typing import Any
 
-import magic
 from django.conf import settings
 from django.core.files import File
 from django.core.files.uploadedfile import UploadedFile
@@ -26,13 +25,13 @@ from django.db import transaction
 from . import fileformat
 from .access import Action, access_context
 from .keys import keyring
+from .mime import SNIFF_BYTES, mime_sniff
 from .models import Company, Document
 
 logger = logging.getLogger(__name__)
 
 MiB = 1 << 20
 DEFAULT_MAX_UPLOAD_SIZE = 100 * MiB
-SNIFF_BYTES = 8192  # python-magic needs about 2 KB to tell a DOCX from a plain zip
 FILENAME_MAX_LENGTH = 200
 FILENAME_FALLBACK = "document"
 # The name handed to the storage: the user's filename never reaches it, even as a hint.
@@ -79,15 +78,6 @@ def filename_sanitise(name: str) -> str:
         else:
             name = name[:FILENAME_MAX_LENGTH].rstrip(". ")
     return name or FILENAME_FALLBACK
-
-
-def mime_sniff(head: bytes) -> str:
-    """Return the MIME type python-magic reads in the first bytes of a plaintext."""
-    try:
-        return magic.from_buffer(bytes(head), mime=True) or "application/octet-stream"
-    except magic.MagicException:
-        logger.warning("python-magic could not classify an upload", exc_info=True)
-        return "application/octet-stream"
 
 
 class _Spool:
