@@ -678,3 +678,13 @@ def test_server_drops_the_connection_short_of_content_length(
     assert f"Content-Length: {len(data)}".encode() in head
     assert received == data[: FIRST_SEGMENT + LATER_SEGMENT]
     assert AccessEvent.objects.filter(outcome="failed", actor=alice).count() == 1
+
+
+def test_type_sniffed_at_upload_is_served_without_sniffing_again(client, alice):
+    document = document_make(company_of(alice), b"a,b\n1,2\n", "t.bin", mime_type="text/csv")
+    client.force_login(alice)
+    response = client.get(download_url(document))
+    assert response["Content-Type"] == "text/csv"
+    assert body(response) == b"a,b\n1,2\n"
+    head = client.head(download_url(document))
+    assert head["Content-Type"] == "text/csv"
