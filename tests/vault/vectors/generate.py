@@ -71,37 +71,9 @@ def reference_encrypt(
 
 def tink_decrypt(ciphertext: bytes, key: bytes, segment_size: int) -> bytes:
     """Decrypt a v1 file with Tink, the Docvault header as associated data."""
-    import tink
-    from tink import secret_key_access, streaming_aead
-    from tink.proto import aes_gcm_hkdf_streaming_pb2, common_pb2, tink_pb2
+    from tests.vault.test_tink_interop import tink_streaming_aead
 
-    streaming_aead.register()
-    tink_key = aes_gcm_hkdf_streaming_pb2.AesGcmHkdfStreamingKey(
-        version=0,
-        key_value=key,
-        params=aes_gcm_hkdf_streaming_pb2.AesGcmHkdfStreamingParams(
-            ciphertext_segment_size=segment_size,
-            derived_key_size=32,
-            hkdf_hash_type=common_pb2.SHA256,
-        ),
-    )
-    keyset = tink_pb2.Keyset(
-        primary_key_id=1,
-        key=[
-            tink_pb2.Keyset.Key(
-                key_data=tink_pb2.KeyData(
-                    type_url="type.googleapis.com/google.crypto.tink.AesGcmHkdfStreamingKey",
-                    value=tink_key.SerializeToString(),
-                    key_material_type=tink_pb2.KeyData.SYMMETRIC,
-                ),
-                status=tink_pb2.ENABLED,
-                key_id=1,
-                output_prefix_type=tink_pb2.RAW,
-            )
-        ],
-    )
-    handle = tink.proto_keyset_format.parse(keyset.SerializeToString(), secret_key_access.TOKEN)
-    primitive = handle.primitive(streaming_aead.StreamingAead)
+    primitive = tink_streaming_aead(key, segment_size)
     header, stream = ciphertext[:21], ciphertext[21:]
     with primitive.new_decrypting_stream(io.BytesIO(stream), header) as plaintext:
         return plaintext.read()
