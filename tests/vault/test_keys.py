@@ -135,3 +135,21 @@ def test_iterations_must_be_a_number(settings):
     configure(settings, VAULT_KEYS="a:" + "a" * 40, VAULT_KDF_ITERATIONS="many")
     with pytest.raises(ImproperlyConfigured, match="whole number"):
         keys.keyring()
+
+
+def test_secret_never_in_a_debug_error_report(settings, rf):
+    """A failure inside key handling renders no secret, in the traceback's variables either."""
+    import sys
+
+    from django.views.debug import ExceptionReporter
+
+    secret = "traceback-secret-" + "q" * 30
+    configure(settings, VAULT_KEYS=f"good:{secret},bad label:{secret}")
+    try:
+        keys.keyring()
+    except ImproperlyConfigured:
+        report = ExceptionReporter(rf.get("/"), *sys.exc_info())
+        text, html = report.get_traceback_text(), report.get_traceback_html()
+    assert "keyring_build" in text  # the frames are there, their secrets are not
+    assert secret not in text
+    assert secret not in html
