@@ -151,7 +151,7 @@ VAULT_INNER_STORAGE = {
 }
 # Uploads are encrypted as they arrive, under a throwaway key: plaintext never reaches a temp file.
 FILE_UPLOAD_HANDLERS = ["vault.uploads.EncryptingUploadHandler"]
-VAULT_MAX_UPLOAD_SIZE = int(env("VAULT_MAX_UPLOAD_SIZE", str(100 * 1024 * 1024)) or 0)
+VAULT_MAX_UPLOAD_SIZE = int(env("VAULT_MAX_UPLOAD_SIZE") or 100 * 1024 * 1024)
 
 # Keys: "label:secret,label2:secret2", first entry primary. ENCRYPTION_SECRET alone (the case study's
 # name) is one key labelled "default". Never stored in the database, never logged.
@@ -162,7 +162,7 @@ VAULT_KDF_ITERATIONS = env("VAULT_KDF_ITERATIONS", "600000")
 
 # How many reverse proxies in front of Django append to X-Forwarded-For; 0 ignores the header, so a
 # client cannot forge the address the access log records.
-ACCESS_LOG_PROXY_COUNT = int(env("ACCESS_LOG_PROXY_COUNT", "0") or 0)
+ACCESS_LOG_PROXY_COUNT = int(env("ACCESS_LOG_PROXY_COUNT") or 0)
 
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "/"

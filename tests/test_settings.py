@@ -70,3 +70,10 @@ def test_defaults_are_sqlite_media_folder_and_debug_off(tmp_path):
 def test_database_url_selects_postgresql():
     seen = settings_with({"DOCVAULT_ENV_FILE": "", "DATABASE_URL": "postgres://u:p@127.0.0.1:5/db"})
     assert "postgresql" in seen["DATABASES"]
+
+
+def test_asgi_refuses_to_start_with_the_reason():
+    from django.core.exceptions import ImproperlyConfigured
+
+    with pytest.raises(ImproperlyConfigured, match="WSGI only"):
+        import config.asgi  # noqa: F401

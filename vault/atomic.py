@@ -8,10 +8,20 @@ from typing import BinaryIO
 
 
 @contextmanager
-def atomic_write(path: str | os.PathLike[str], mode: int | None = None) -> Iterator[BinaryIO]:
+def atomic_write(
+    path: str | os.PathLike[str], mode: int | None = None, folder_mode: int | None = None
+) -> Iterator[BinaryIO]:
     """Yield a file that appears at `path` only if the block completes; never replace a file."""
     folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
+    if folder_mode is None:
+        os.makedirs(folder, exist_ok=True)
+    elif not os.path.isdir(folder):
+        # As FileSystemStorage does: the mode exactly, not masked by the umask.
+        old_umask = os.umask(0o000)
+        try:
+            os.makedirs(folder, folder_mode, exist_ok=True)
+        finally:
+            os.umask(old_umask)
     fd, temp_path = tempfile.mkstemp(prefix=".docvault-", suffix=".part", dir=folder)
     try:
         with os.fdopen(fd, "wb") as temp:

@@ -239,7 +239,7 @@ def _stream_start(
     nonce_prefix = _random(_NONCE_PREFIX_SIZE)
     if len(salt) != _SALT_SIZE or len(nonce_prefix) != _NONCE_PREFIX_SIZE:
         raise ValueError("_random returned the wrong number of bytes")
-    aead = _segment_aead(bytes(key), header, salt)
+    aead = _segment_aead(key, header, salt)
     preamble = header + bytes([_TINK_HEADER_SIZE]) + salt + nonce_prefix
     return preamble, aead, nonce_prefix
 
@@ -374,8 +374,15 @@ class DecryptingReader(_Reader):
     key_id: bytes
     segment_size: int
 
-    def __init__(self, fileobj: BinaryIO, keys: Mapping[bytes, bytes]) -> None:
+    def __init__(
+        self,
+        fileobj: BinaryIO,
+        keys: Mapping[bytes, bytes],
+        *,
+        on_failure: Callable[[DecryptionError], None] | None = None,
+    ) -> None:
         super().__init__()
+        self._on_failure = on_failure
         seekable = bool(getattr(fileobj, "seekable", lambda: False)())
         if seekable:
             fileobj.seek(0, io.SEEK_END)
@@ -455,6 +462,8 @@ class DecryptingReader(_Reader):
         except DecryptionError as exc:
             # Stay failed: neither a retry nor the read-ahead may carry on past a bad segment.
             self._failure = exc
+            if self._on_failure is not None:
+                self._on_failure(exc)
             raise
 
     def _piece_at(self, limit: int) -> bytes | memoryview | None:
@@ -547,11 +556,16 @@ def legacy_open(fileobj: BinaryIO, fernet_keys: Sequence[bytes]) -> io.BytesIO:
 
 
 def decrypt_open(
-    fileobj: BinaryIO, keys: Mapping[bytes, bytes], fernet_keys: Sequence[bytes]
+    fileobj: BinaryIO,
+    keys: Mapping[bytes, bytes],
+    fernet_keys: Sequence[bytes],
+    *,
+    on_failure: Callable[[DecryptionError], None] | None = None,
 ) -> BinaryIO:
     """Return a plaintext reader for a v1 or legacy file; closing it closes `fileobj`.
 
     A legacy file is decrypted whole and `fileobj` closed at once. On error `fileobj` stays open.
+    `on_failure` is called once with the first DecryptionError that a later read meets.
     """
     seekable = bool(getattr(fileobj, "seekable", lambda: False)())
     if seekable:
@@ -564,7 +578,7 @@ def decrypt_open(
     else:
         source = _Replay(head, fileobj)
     if kind is Kind.V1:
-        return DecryptingReader(source, keys)
+        return DecryptingReader(source, keys, on_failure=on_failure)
     if kind is Kind.LEGACY:
         plaintext = legacy_open(source, fernet_keys)
         fileobj.close()
@@ -647,7 +661,7 @@ def _preamble_parse(
         raise DecryptionError("bad stream header")
     salt = preamble[HEADER_SIZE + 1 : HEADER_SIZE + 1 + _SALT_SIZE]
     nonce_prefix = preamble[PREAMBLE_SIZE - _NONCE_PREFIX_SIZE : PREAMBLE_SIZE]
-    return key_id, segment_size, bytes(key), salt, nonce_prefix
+    return key_id, segment_size, key, salt, nonce_prefix
 
 
 def _read_exactly(fileobj: BinaryIO, size: int) -> bytes:

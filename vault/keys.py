@@ -39,6 +39,17 @@ NO_KEY_MESSAGE = (
 )
 
 
+class SecretKey(bytes):
+    """Key bytes that never show in a repr: tracebacks, error reports and logs get a placeholder."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "<secret key>"
+
+    __str__ = __repr__
+
+
 @dataclass(frozen=True)
 class KeyEntry:
     """One `label:secret` entry of the configuration, before derivation."""
@@ -59,8 +70,9 @@ class VaultKey:
         if len(master) != 32:
             raise ValueError("A master key is 32 bytes.")
         self.label = label
-        self._master = master
-        self.key_id = self.subkey(PURPOSE_KEY_ID, length=8)
+        self._master = SecretKey(master)
+        # A fingerprint, public by design: plain bytes, so that it shows where it is logged.
+        self.key_id = bytes(self.subkey(PURPOSE_KEY_ID, length=8))
 
     def __repr__(self) -> str:
         return f"<VaultKey {self.label} {self.key_id.hex()}>"
@@ -73,16 +85,18 @@ class VaultKey:
     @property
     def fernet_key(self) -> bytes:
         """Return the case study's Fernet key (only to read its legacy files)."""
-        return base64.urlsafe_b64encode(self._master)
+        return SecretKey(base64.urlsafe_b64encode(self._master))
 
     def subkey(self, purpose: str, length: int = 32) -> bytes:
         """Return the sub-key for one purpose, HKDF-SHA256 with a label of its own."""
-        return HKDF(
-            algorithm=hashes.SHA256(),
-            length=length,
-            salt=None,
-            info=b"docvault/" + purpose.encode("ascii"),
-        ).derive(self._master)
+        return SecretKey(
+            HKDF(
+                algorithm=hashes.SHA256(),
+                length=length,
+                salt=None,
+                info=b"docvault/" + purpose.encode("ascii"),
+            ).derive(self._master)
+        )
 
 
 class KeyRing:
@@ -123,12 +137,13 @@ def keys_parse(vault_keys: str | None, encryption_secret: str | None = None) -> 
         if not sep or not secret:
             raise ValueError(f"VAULT_KEYS entry {position} is not 'label:secret'.")
         if not LABEL_PATTERN.match(label):
+            # The label is not echoed: a comma inside a secret would make a fragment of it one.
             raise ValueError(
-                f"VAULT_KEYS entry {position} has an invalid label {label!r}: use 1-32 letters, "
-                "digits, '.', '_' or '-'."
+                f"VAULT_KEYS entry {position} has an invalid label: use 1-32 letters, digits, "
+                "'.', '_' or '-' (and no comma inside a secret)."
             )
         if any(entry.label == label for entry in entries):
-            raise ValueError(f"VAULT_KEYS label {label!r} appears twice.")
+            raise ValueError(f"VAULT_KEYS entry {position} repeats a label.")
         entries.append(KeyEntry(label, secret))
     return entries
 
@@ -147,9 +162,11 @@ def iterations_parse(value: object) -> int:
 @sensitive_variables("secret")
 def master_key_derive(secret: str, salt: str, iterations: int) -> bytes:
     """Return the 32-byte PBKDF2-HMAC-SHA256 master key of one secret."""
-    return PBKDF2HMAC(
-        algorithm=hashes.SHA256(), length=32, salt=salt.encode(), iterations=iterations
-    ).derive(secret.encode())
+    return SecretKey(
+        PBKDF2HMAC(
+            algorithm=hashes.SHA256(), length=32, salt=salt.encode(), iterations=iterations
+        ).derive(secret.encode())
+    )
 
 
 @sensitive_variables("entries")

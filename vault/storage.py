@@ -29,19 +29,12 @@ STORED_NAME_BYTES = 16
 
 
 class DecryptedFile(File):
-    """A decrypting file: reads plaintext and records a decryption failure found mid-stream."""
+    """A decrypting file over a stored ciphertext; its reader records any failure it meets."""
 
     def __init__(self, reader: BinaryIO, name: str, key_id: str) -> None:
         super().__init__(reader, name)
         self.key_id = key_id
         self.mode = "rb"
-
-    def read(self, size: int = -1) -> bytes:
-        try:
-            return self.file.read(size)
-        except DecryptionError as exc:
-            self._failure_record(exc)
-            raise
 
     def chunks(self, chunk_size: int | None = None) -> Iterator[bytes]:
         """Yield the plaintext from the start, one authenticated segment at a time."""
@@ -51,26 +44,11 @@ class DecryptedFile(File):
     def segments(self) -> Iterator[bytes]:
         """Yield the plaintext from the current position, one authenticated segment at a time."""
         segments = getattr(self.file, "segments", None)
-        try:
-            if segments is not None:
-                yield from segments()
-            else:
-                while data := self.file.read(fileformat.SEGMENT_SIZE):
-                    yield data
-        except DecryptionError as exc:
-            self._failure_record(exc)
-            raise
-
-    def _failure_record(self, exc: DecryptionError) -> None:
-        access_record(
-            Access(
-                Outcome.FAILED,
-                access_context_current(),
-                stored_name=self.name,
-                key_id=self.key_id,
-                reason=exc.reason,
-            )
-        )
+        if segments is not None:
+            yield from segments()
+        else:
+            while data := self.file.read(fileformat.SEGMENT_SIZE):
+                yield data
 
 
 def decrypting_open(handle: BinaryIO, name: str) -> DecryptedFile:
@@ -80,12 +58,21 @@ def decrypting_open(handle: BinaryIO, name: str) -> DecryptedFile:
     byte of plaintext can leave; if it cannot be written, RecordError is raised and nothing is read.
     """
     context = access_context_current()
+    key_id = ""
+
+    def failure_record(exc: DecryptionError) -> None:
+        access_record(
+            Access(Outcome.FAILED, context, stored_name=name, key_id=key_id, reason=exc.reason)
+        )
+
     try:
         ring = keyring()
-        reader = fileformat.decrypt_open(handle, ring.file_keys, ring.fernet_keys)
+        reader = fileformat.decrypt_open(
+            handle, ring.file_keys, ring.fernet_keys, on_failure=failure_record
+        )
     except DecryptionError as exc:
         handle.close()
-        access_record(Access(Outcome.FAILED, context, stored_name=name, reason=exc.reason))
+        failure_record(exc)
         raise
     except BaseException:
         handle.close()
@@ -155,8 +142,10 @@ class EncryptedStorage(Storage):
             self._save_atomically(inner, name, ciphertext)
         else:
             # Object stores publish an object only once its upload completes: atomic by nature.
-            reader = fileformat.EncryptingReader(content.chunks(), file_key, key.key_id, **options)
-            name = inner.save(name, File(reader, name))
+            with fileformat.EncryptingReader(
+                content.chunks(), file_key, key.key_id, **options
+            ) as reader:
+                name = inner.save(name, File(reader, name))
         context = access_context_current()
         if context.action == Action.OPEN:
             context = replace(context, action=Action.UPLOAD)
@@ -171,7 +160,9 @@ class EncryptedStorage(Storage):
         self, inner: FileSystemStorage, name: str, ciphertext: Iterator[bytes]
     ) -> None:
         """Write the ciphertext so that the file appears whole or not at all."""
-        with atomic_write(inner.path(name), inner.file_permissions_mode) as target:
+        with atomic_write(
+            inner.path(name), inner.file_permissions_mode, inner.directory_permissions_mode
+        ) as target:
             for piece in ciphertext:
                 target.write(piece)
 
@@ -188,7 +179,10 @@ class EncryptedStorage(Storage):
         with self.inner.open(name, "rb") as handle:
             kind = fileformat.classify(handle.read(fileformat.CLASSIFY_BYTES))
         if kind.kind is fileformat.Kind.V1:
-            return fileformat.plaintext_size(self.inner.size(name), kind.segment_size)
+            try:
+                return fileformat.plaintext_size(self.inner.size(name), kind.segment_size)
+            except ValueError:  # a header naming an impossible segment size: not our file
+                raise DecryptionError(f"bad segment size {kind.segment_size}") from None
         with self.open(name) as decrypted:
             return decrypted.size
 

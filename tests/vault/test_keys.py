@@ -109,7 +109,7 @@ def test_key_settings_are_hidden_on_error_pages(settings):
         ("nolabel", "not 'label:secret'"),
         ("a:", "not 'label:secret'"),
         ("bad label:" + "x" * 40, "invalid label"),
-        ("a:" + "x" * 40 + ",a:" + "y" * 40, "appears twice"),
+        ("a:" + "x" * 40 + ",a:" + "y" * 40, "repeats a label"),
     ],
 )
 def test_malformed_keys_are_refused_with_a_clear_message(settings, value, message):
@@ -155,3 +155,36 @@ def test_secret_never_in_a_debug_error_report(settings, rf):
     assert "entries" in html
     assert secret not in text
     assert secret not in html
+
+
+def test_derived_keys_never_show_in_a_debug_error_report(settings, rf, media_root):
+    """An error inside a save or an open shows its frames, not the file keys they hold."""
+    import sys
+
+    from django.core.files.base import File
+    from django.core.files.storage import default_storage
+    from django.utils.html import escape
+    from django.views.debug import ExceptionReporter
+
+    class Failing(File):
+        def chunks(self, chunk_size=None):
+            yield b"x" * 10
+            raise OSError("disk went away")
+
+    reports = []
+    try:
+        default_storage.save("d/x", Failing(None, "x"))
+    except OSError:
+        reports.append(ExceptionReporter(rf.get("/"), *sys.exc_info()).get_traceback_html())
+    (media_root / "short").write_bytes(b"\x89DVLT\r\n\x1a\x01" + keys.keyring().primary.key_id)
+    with pytest.raises(Exception) as error:
+        default_storage.open("short")
+    reports.append(
+        ExceptionReporter(rf.get("/"), error.type, error.value, error.tb).get_traceback_html()
+    )
+    ring = keys.keyring()
+    for report in reports:
+        assert "file_key" in report or "keys" in report  # the frames are there
+        for key in [*ring.file_keys.values(), *ring.fernet_keys]:
+            assert escape(repr(bytes(key))) not in report
+            assert key.hex() not in report

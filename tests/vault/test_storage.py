@@ -177,3 +177,29 @@ def test_non_filesystem_inner_storage_gets_ciphertext(settings):
         assert MARKER not in raw.read()
     with storage.open(name) as plain:
         assert plain.read() == MARKER * 3
+
+
+@pytest.mark.parametrize("method", ["read", "readline", "readinto", "readlines", "chunks"])
+def test_a_failure_met_by_any_read_method_is_recorded_once(media_root, method):
+    storage = EncryptedStorage(segment_size=1024)
+    name = storage.save("d/x", ContentFile(MARKER * 200))
+    path = media_root / name
+    ciphertext = bytearray(path.read_bytes())
+    ciphertext[-100] ^= 1
+    path.write_bytes(bytes(ciphertext))
+    with storage.open(name) as plain:
+        reads = {
+            "read": plain.read,
+            "readline": plain.readline,
+            "readinto": lambda: plain.readinto(bytearray(len(MARKER) * 200)),
+            "readlines": plain.readlines,
+            "chunks": lambda: b"".join(plain.chunks()),
+        }
+        with pytest.raises(fileformat.DecryptionError):
+            reads[method]()
+        with pytest.raises(fileformat.DecryptionError):
+            plain.read()  # the reader stays failed
+    events = AccessEvent.objects.filter(stored_name=name).order_by("seq")
+    outcomes = list(events.values_list("outcome", "key_id"))
+    key_id = keyring().primary.key_id_hex
+    assert outcomes[-2:] == [("allowed", key_id), ("failed", key_id)]

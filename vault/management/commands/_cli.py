@@ -26,8 +26,9 @@ def source_open(src: str) -> Iterator[BinaryIO]:
         yield handle
 
 
-def destination_write(dst: str, pieces: Iterable[bytes]) -> int:
-    """Write the pieces to DST ('-' is standard output); a failure leaves no DST behind."""
+def destination_write(dst: str, pieces: Iterable[bytes], src: str) -> int:
+    """Write the pieces (made from SRC) to DST ('-' is standard output); on failure no DST is left."""
+    pieces = _read_errors_named(pieces, src)
     written = 0
     if dst == "-":
         out = sys.stdout.buffer
@@ -44,8 +45,21 @@ def destination_write(dst: str, pieces: Iterable[bytes]) -> int:
                 target.write(piece)
                 written += len(piece)
     except OSError as exc:
-        raise CommandError(f"Cannot write {dst}: {exc.strerror}.") from None
+        raise CommandError(f"Cannot write {dst}: {exc.strerror or exc}.") from None
     return written
+
+
+def _read_errors_named(pieces: Iterable[bytes], src: str) -> Iterator[bytes]:
+    """Yield the pieces; a failure to read SRC becomes a CommandError that names SRC."""
+    iterator = iter(pieces)
+    while True:
+        try:
+            piece = next(iterator)
+        except StopIteration:
+            return
+        except OSError as exc:
+            raise CommandError(f"Cannot read {src}: {exc.strerror or exc}.") from None
+        yield piece
 
 
 def operator() -> str:

@@ -34,7 +34,7 @@ class Command(BaseCommand):
         ):
             try:
                 with decrypting_open(source, os.path.abspath(src) if src != "-" else "-") as plain:
-                    written = destination_write(dst, plain.segments())
+                    written = destination_write(dst, plain.segments(), src)
             except DecryptionError as exc:
                 raise CommandError(f"{src}: {exc}.") from None
             except RecordError as exc:

@@ -1,3 +1,5 @@
+import os
+
 from django.core.exceptions import ImproperlyConfigured
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
@@ -21,17 +23,21 @@ class Command(BaseCommand):
         except ImproperlyConfigured as exc:
             raise CommandError(str(exc)) from None
         key = ring.primary
+        source_name = os.path.abspath(src) if src != "-" else "-"
         with (
             access_context(action=Action.CLI_ENCRYPT, extra={"operator": operator()}) as context,
             source_open(src) as source,
         ):
             ciphertext = fileformat.encrypt(source, ring.file_keys[key.key_id], key.key_id)
-            destination_write(dst, ciphertext)
+            destination_write(dst, ciphertext, src)
             try:
                 access_record(
-                    Access(Outcome.ALLOWED, context, stored_name=src, key_id=key.key_id_hex)
+                    Access(Outcome.ALLOWED, context, stored_name=source_name, key_id=key.key_id_hex)
                 )
             except RecordError as exc:
+                # Nothing unrecorded stays behind.
+                if dst != "-":
+                    os.unlink(dst)
                 raise CommandError(str(exc)) from None
         if dst != "-":
             self.stderr.write(f"Encrypted {src} -> {dst} with key {key.label} ({key.key_id_hex}).")

@@ -24,9 +24,10 @@ class Command(BaseCommand):
             raise SystemExit(2)
         secret = secrets.token_urlsafe(32)
         self.stdout.write(f"{label}:{secret}")
+        # The secret goes to stdout only: stderr tends to end up in logs.
         self.stderr.write(
             "Put this entry FIRST in VAULT_KEYS to make it the primary key, and keep the older "
-            "entries after it so existing files still decrypt, e.g.\n"
-            f"  VAULT_KEYS={label}:{secret},<the current entries>\n"
+            "entries after it so existing files still decrypt:\n"
+            "  VAULT_KEYS=<the line above>,<the current entries>\n"
             "Store it in your secret manager; it is shown only this once."
         )
