@@ -292,7 +292,7 @@ def _respond(
                 # The reader keeps the segment it decrypted last: a start inside the first
                 # segment costs no second decryption.
                 mime = mime_sniff(file.read(SNIFF_BYTES))
-                file.seek(start)
+            file.seek(start)
             segments = file.segments()
             first = next(segments, b"")
         length = size if byte_range is None else byte_range[1] - start + 1

@@ -688,3 +688,28 @@ def test_type_sniffed_at_upload_is_served_without_sniffing_again(client, alice):
     assert body(response) == b"a,b\n1,2\n"
     head = client.head(download_url(document))
     assert head["Content-Type"] == "text/csv"
+
+
+@pytest.mark.parametrize(
+    ("header", "first", "last"),
+    [
+        ("bytes=100-109", 100, 109),
+        ("bytes=2097152-2097161", 2097152, 2097161),
+        ("bytes=-5", None, None),
+    ],
+)
+def test_ranges_of_an_uploaded_document_with_its_type_stored(client, alice, header, first, last):
+    from vault.uploads import document_create
+
+    data = b"%PDF-1.7\n" + os.urandom(3 * 1024 * 1024)
+    document = document_create(
+        company=company_of(alice), content=ContentFile(data, name="big.pdf"), uploaded_by=alice
+    )
+    assert document.mime_type == "application/pdf"
+    first = len(data) - 5 if first is None else first
+    last = len(data) - 1 if last is None else last
+    client.force_login(alice)
+    response = client.get(download_url(document), HTTP_RANGE=header)
+    assert response.status_code == 206
+    assert response["Content-Range"] == f"bytes {first}-{last}/{len(data)}"
+    assert body(response) == data[first : last + 1]
