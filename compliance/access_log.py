@@ -37,6 +37,10 @@ from .models import GENESIS_HASH, AccessEvent
 
 CHAIN_FORMAT = "docvault-access-event-v1"
 PROXY_COUNT_SETTING = "ACCESS_LOG_PROXY_COUNT"
+# Key IDs (hex) of chain keys removed from VAULT_KEYS on purpose: their events cannot be verified
+# any more, and say so, instead of counting as forged.
+RETIRED_KEYS_SETTING = "ACCESS_LOG_RETIRED_KEY_IDS"
+_HASH_FORMAT = re.compile(r"[0-9a-f]{64}")
 # An arbitrary constant ("DocVault" in ASCII): the advisory lock that serialises appends.
 POSTGRES_LOCK_KEY = 0x446F_6356_6175_6C74
 
@@ -355,8 +359,8 @@ class ChainReport:
             return (
                 f"Access log cannot verify {self.unverifiable_count} of {self.count} events, "
                 f"first at seq {self.first_unverifiable_seq}: chain key ID(s) "
-                f"{', '.join(self.missing_key_ids)} not configured (add the old key to VAULT_KEYS "
-                f"as a non-primary entry). Every link holds; {head}."
+                f"{', '.join(self.missing_key_ids)} retired (add the old key to VAULT_KEYS as a "
+                f"non-primary entry to verify them); every other event verifies; {head}."
             )
         return f"Access log OK: {self.count} events, {head}."
 
@@ -373,6 +377,8 @@ def chain_verify(
     which is the only way to notice events removed from the end of the log.
     """
     keys = chain_keys(keyring())
+    retired = {key_id.lower() for key_id in getattr(settings, RETIRED_KEYS_SETTING, ())}
+    verified_since_retired = False
     alias = using or router.db_for_read(AccessEvent)
     count = 0
     head_seq, head_hash = 0, GENESIS_HASH
@@ -419,11 +425,29 @@ def chain_verify(
                     f"event {seq} does not link to event {head_seq} (its prev_hash differs): "
                     "it was inserted, or an event before it was replaced.",
                 )
-            key = keys.get(fields["chain_key_id"])
+            if not (_HASH_FORMAT.fullmatch(stored_hash) and _HASH_FORMAT.fullmatch(head_hash)):
+                return broken(seq, f"event {seq} holds a hash that is not 64 hex digits: forged.")
+            chain_key_id = fields["chain_key_id"]
+            key = keys.get(chain_key_id)
             if key is None:
+                # Without the key nothing proves the event; only a key the operator declared
+                # retired may leave events unproven, and only before the configured keys' events:
+                # otherwise anyone with the database could edit an event and name a made-up key.
+                if chain_key_id not in retired:
+                    return broken(
+                        seq,
+                        f"event {seq} names chain key {chain_key_id}, which is neither configured "
+                        f"nor in {RETIRED_KEYS_SETTING}: it was changed or forged.",
+                    )
+                if verified_since_retired:
+                    return broken(
+                        seq,
+                        f"event {seq} names the retired chain key {chain_key_id} after events "
+                        "under a configured key: it was changed or forged.",
+                    )
                 unverifiable += 1
                 first_unverifiable = first_unverifiable or seq
-                missing_keys[fields["chain_key_id"]] = None
+                missing_keys[chain_key_id] = None
             elif event_hash_compute(fields, key) != stored_hash:
                 return broken(
                     seq,
@@ -436,6 +460,7 @@ def chain_verify(
                     f"event {seq} is not the published head (hash {expected_head[1]}): "
                     "the chain was rewritten from there.",
                 )
+            verified_since_retired = verified_since_retired or key is not None
             count += 1
             head_seq, head_hash = seq, stored_hash
     except (ValueError, TypeError) as exc:

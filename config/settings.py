@@ -163,6 +163,9 @@ VAULT_KDF_ITERATIONS = env("VAULT_KDF_ITERATIONS", "600000")
 # How many reverse proxies in front of Django append to X-Forwarded-For; 0 ignores the header, so a
 # client cannot forge the address the access log records.
 ACCESS_LOG_PROXY_COUNT = int(env("ACCESS_LOG_PROXY_COUNT") or 0)
+# Key IDs of chain keys dropped from VAULT_KEYS on purpose; events under any other unknown key fail
+# verification as forged.
+ACCESS_LOG_RETIRED_KEY_IDS = env_list("ACCESS_LOG_RETIRED_KEY_IDS")
 
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "/"

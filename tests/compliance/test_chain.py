@@ -228,6 +228,7 @@ def test_a_retired_key_leaves_its_events_unverifiable_not_valid(settings, record
     settings.VAULT_KEYS = f"{NEXT},{CURRENT}"
     record(2)
     settings.VAULT_KEYS = NEXT
+    settings.ACCESS_LOG_RETIRED_KEY_IDS = [old_chain_key]
 
     report = chain_verify()
     code, line = verify_command()
@@ -241,6 +242,7 @@ def test_a_retired_key_leaves_its_events_unverifiable_not_valid(settings, record
 
 def test_a_break_after_unverifiable_events_is_still_found(settings, record):
     record(2)
+    settings.ACCESS_LOG_RETIRED_KEY_IDS = [keyring().primary.key_id_hex]
     settings.VAULT_KEYS = f"{NEXT},{CURRENT}"
     record(3)
     settings.VAULT_KEYS = NEXT
@@ -253,3 +255,36 @@ def test_a_break_after_unverifiable_events_is_still_found(settings, record):
         4,
         2,
     )
+
+
+def test_an_unknown_chain_key_is_a_forgery_not_an_excuse(settings, record):
+    """Naming a made-up key must not turn an edited event into an unverifiable one."""
+    record(3)
+    sql("UPDATE TABLE SET reason = %s, chain_key_id = %s WHERE seq = %s", ["x", "f" * 16, 2])
+
+    report = chain_verify()
+
+    assert (report.status, report.broken_seq) == (ChainStatus.BROKEN, 2)
+    assert "neither configured" in report.problem
+
+
+def test_a_retired_key_after_a_configured_one_is_a_forgery(settings, record):
+    record(2)
+    retired = keyring().primary.key_id_hex
+    settings.VAULT_KEYS = f"{NEXT},{CURRENT}"
+    record(2)
+    settings.VAULT_KEYS = NEXT
+    settings.ACCESS_LOG_RETIRED_KEY_IDS = [retired]
+    record(1)
+    sql("UPDATE TABLE SET reason = %s, chain_key_id = %s WHERE seq = %s", ["x", retired, 5])
+
+    report = chain_verify()
+
+    assert (report.status, report.broken_seq) == (ChainStatus.BROKEN, 5)
+
+
+def test_a_hash_that_is_not_hex_is_a_forgery(record):
+    record(2)
+    sql("UPDATE TABLE SET hash = %s WHERE seq = %s", ["x", 2])
+
+    assert (chain_verify().status, chain_verify().broken_seq) == (ChainStatus.BROKEN, 2)
