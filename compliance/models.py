@@ -81,6 +81,8 @@ class AccessEvent(models.Model):
 
     class Meta:
         ordering = ["-seq"]
+        # Related lookups and internal updates use the base manager: it refuses changes too.
+        base_manager_name = "objects"
         # The dashboard filters by period, person, document and outcome, newest first.
         indexes = [
             models.Index(fields=["when"], name="compliance_ae_when"),

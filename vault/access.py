@@ -6,6 +6,7 @@ refusal. With no recorder registered nothing is decrypted: the vault fails close
 """
 
 import contextvars
+import logging
 import re
 import uuid
 from collections.abc import Callable, Iterator
@@ -18,6 +19,7 @@ from django.db import models
 
 class Action(models.TextChoices):
     OPEN = "open", "Decrypt (other)"
+    VIEW = "view", "View details"
     DOWNLOAD = "download", "Download"
     RANGE = "range", "Range read"
     UPLOAD = "upload", "Upload"
@@ -29,6 +31,9 @@ class Action(models.TextChoices):
     ROTATE = "rotate", "Key rotation"
     REPORT_GENERATED = "report-generated", "Report generated"
     REPORT_DOWNLOADED = "report-downloaded", "Report downloaded"
+
+
+logger = logging.getLogger(__name__)
 
 
 class Outcome(models.TextChoices):
@@ -125,3 +130,22 @@ def request_id_get(request: Any) -> str:
         request_id = header if REQUEST_ID_PATTERN.fullmatch(header) else uuid.uuid4().hex
         setattr(request, REQUEST_ID_ATTRIBUTE, request_id)
     return request_id
+
+
+def refusal_record(
+    request: Any,
+    action: str,
+    reason: str,
+    *,
+    document: Any = None,
+    stored_name: str = "",
+    **extra: Any,
+) -> None:
+    """Record a refusal; one that cannot be recorded is still a refusal, and is logged."""
+    with access_context(
+        action=action, user=request.user, request=request, document=document, extra=extra
+    ) as context:
+        try:
+            access_record(Access(Outcome.DENIED, context, stored_name=stored_name, reason=reason))
+        except RecordError:
+            logger.exception("A refusal (%s, %s) could not be recorded.", action, reason)

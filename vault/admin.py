@@ -9,7 +9,7 @@ from typing import Any
 
 from django import forms
 from django.contrib import admin
-from django.db.models import QuerySet
+from django.db.models import Count, QuerySet
 from django.http import HttpRequest
 from django.template.defaultfilters import filesizeformat
 from django.urls import reverse
@@ -32,10 +32,14 @@ class CompanyAdmin(admin.ModelAdmin):
     search_fields = ["name"]
     inlines = [MembershipInline]
 
-    @admin.display(description="Members")
+    def get_queryset(self, request: HttpRequest) -> Any:
+        """Count the members in the list's one query."""
+        return super().get_queryset(request).annotate(members=Count("memberships"))
+
+    @admin.display(description="Members", ordering="members")
     def member_count(self, company: Company) -> int:
         """Return how many users belong to the company."""
-        return company.memberships.count()
+        return company.members
 
 
 @admin.register(Membership)

@@ -12,9 +12,9 @@ Decisions, in the terms of RFC 9110:
   recorded as DENIED.
 - The Content-Type is the one python-magic sniffed from the first plaintext bytes at upload (kept in
   the row); a file stored without one is sniffed from its first decrypted segment here.
-- HEAD opens the file like a download (and decrypts the first segment when the type must be
-  sniffed), so it is recorded (action download, bytes planned 0). HEAD ignores Range, as RFC 9110
-  says of every method but GET.
+- HEAD opens the file like a download and authenticates its first segment (a tampered file gets
+  the same error page as GET), so it is recorded (action download, bytes planned 0). HEAD ignores
+  Range, as RFC 9110 says of every method but GET.
 - One range: 206 with Content-Range; unsatisfiable: 416 with `Content-Range: bytes */SIZE`, nothing
   decrypted and so nothing recorded; several ranges, a malformed header or any If-Range (we send no
   validator it could match): the whole file, 200.
@@ -53,6 +53,7 @@ from .access import (
     access_context,
     access_context_current,
     access_record,
+    refusal_record,
     request_id_get,
 )
 from .fileformat import DecryptionError
@@ -274,8 +275,13 @@ def _respond(
                 byte_range = None
 
     if head_only:
-        mime = document.mime_type or mime_sniff(file.read(SNIFF_BYTES))
-        file.close()
+        # The first segment is authenticated even here: HEAD answers as GET would, so a tampered
+        # file gets the error page, not a 200.
+        try:
+            first = next(file.segments(), b"")
+        finally:
+            file.close()
+        mime = document.mime_type or mime_sniff(bytes(first[:SNIFF_BYTES]))
         response = HttpResponse(content_type=mime)
         length = size
     else:
@@ -397,18 +403,15 @@ def _refusal_record(
     document: Document | None = None,
     stored_name: str = "",
 ) -> None:
-    """Record a refusal; a refusal that cannot be recorded is still a refusal, and logged."""
-    with access_context(
-        action=Action.DOWNLOAD,
-        user=request.user,
-        request=request,
+    """Record a refused download."""
+    refusal_record(
+        request,
+        Action.DOWNLOAD,
+        reason,
         document=document,
-        extra={"started": started},
-    ) as context:
-        try:
-            access_record(Access(Outcome.DENIED, context, stored_name=stored_name, reason=reason))
-        except RecordError:
-            logger.exception("A refusal (%s) could not be recorded.", reason)
+        stored_name=stored_name,
+        started=started,
+    )
 
 
 def _failure_record(name: str, reason: str) -> None:

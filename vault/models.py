@@ -98,7 +98,8 @@ class Grant(models.Model):
     """A document shared with another company, optionally until a date."""
 
     document = models.ForeignKey(Document, on_delete=models.CASCADE, related_name="grants")
-    company = models.ForeignKey(Company, on_delete=models.CASCADE, related_name="grants")
+    # Deleting a company must not end its shares unrecorded: unshare first (each one is logged).
+    company = models.ForeignKey(Company, on_delete=models.PROTECT, related_name="grants")
     granted_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
     )
@@ -157,6 +158,6 @@ def document_get_for_reader(user: object, **lookup: object) -> tuple[Document, b
     params = [field.get_db_prep_value(field.to_python(value), connection), user.pk, now, user.pk]
     for document in Document.objects.raw(sql, params):
         return document, False
-    if user.has_perm(READ_ANY_PERMISSION):
+    if user.is_staff and user.has_perm(READ_ANY_PERMISSION):
         return Document.objects.get(**lookup), True
     raise Document.DoesNotExist("No readable document matches.")

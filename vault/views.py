@@ -31,6 +31,7 @@ from .access import (
     RecordError,
     access_context,
     access_record,
+    refusal_record,
 )
 from .forms import ShareForm, UploadForm
 from .models import Company, Document, Grant, Membership, document_get_for_reader
@@ -124,11 +125,15 @@ def _record(outcome: str, context: AccessContext, document: Document, reason: st
 # Lookups -----------------------------------------------------------------------------------------
 
 
-def _document_for_reader(user: Any, pk: uuid.UUID) -> tuple[Document, bool]:
-    """Return the document and whether this is a staff read; 404 for everyone else."""
+def _document_for_reader(request: HttpRequest, pk: uuid.UUID) -> tuple[Document, bool]:
+    """Return the document and whether this is a staff read; record a refusal, then 404."""
     try:
-        return document_get_for_reader(user, pk=pk)
+        return document_get_for_reader(request.user, pk=pk)
     except Document.DoesNotExist:
+        # A second query, on the refusal path only, so the log says which document was probed.
+        wanted = Document.objects.filter(pk=pk).first()
+        reason = "not a reader" if wanted is not None else "no such document"
+        refusal_record(request, Action.VIEW, reason, document=wanted)
         raise Http404(NOT_FOUND) from None
 
 
@@ -144,13 +149,14 @@ def _document_for_member(request: HttpRequest, pk: uuid.UUID, action: str) -> Do
     if document is None:
         raise Http404(NOT_FOUND)
     if not document.is_member:
-        context = {"action": action, "user": request.user, "request": request, "document": document}
-        with access_context(**context) as ctx:
-            try:
-                _record(Outcome.DENIED, ctx, document, reason="not a member of the owning company")
-            except RecordError:
-                # Still a refusal; the same 404 as a missing document, so nothing leaks.
-                logger.exception("A refusal could not be recorded (document %s)", document.pk)
+        # The same 404 as a missing document, so nothing leaks; the log says who tried what.
+        refusal_record(
+            request,
+            action,
+            "not a member of the owning company",
+            document=document,
+            stored_name=document.file.name or "",
+        )
         raise Http404(NOT_FOUND)
     return document
 
@@ -217,7 +223,7 @@ def _document_upload(request: HttpRequest) -> HttpResponse:
 @login_required
 def document_detail(request: HttpRequest, pk: uuid.UUID) -> HttpResponse:
     """Show a document's metadata, its download link and, to its company, who it is shared with."""
-    document, staff_read = _document_for_reader(request.user, pk)
+    document, staff_read = _document_for_reader(request, pk)
     return _detail_render(request, document, staff_read)
 
 

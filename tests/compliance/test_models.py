@@ -59,3 +59,11 @@ def test_events_are_never_created_outside_the_chain(record):
         AccessEvent.objects.bulk_create([AccessEvent(**forged)])
 
     assert list(AccessEvent.objects.values_list("seq", "hash")) == [(1, last.hash)]
+
+
+def test_the_base_manager_refuses_changes_too(record):
+    from compliance.models import AccessEvent, AppendOnlyError
+
+    record(1)
+    with pytest.raises(AppendOnlyError):
+        AccessEvent._base_manager.filter(seq=1).update(reason="rewritten")

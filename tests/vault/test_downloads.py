@@ -713,3 +713,10 @@ def test_ranges_of_an_uploaded_document_with_its_type_stored(client, alice, head
     assert response.status_code == 206
     assert response["Content-Range"] == f"bytes {first}-{last}/{len(data)}"
     assert body(response) == data[first : last + 1]
+
+
+def test_head_of_a_tampered_file_is_the_same_error_as_get(client, alice, pdf, media_root):
+    flip(media_root / pdf.file.name, fileformat.PREAMBLE_SIZE + 3)
+    client.force_login(alice)
+    assert client.head(download_url(pdf)).status_code == 500
+    assert events()[-1].outcome == "failed"

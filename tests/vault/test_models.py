@@ -102,3 +102,30 @@ def test_one_grant_per_document_and_company(alice, globex, document):
 def test_a_company_with_documents_cannot_be_deleted(acme, document):
     with pytest.raises(ProtectedError):
         acme.delete()
+
+
+def test_read_any_permission_works_for_staff_only(django_user_model, acme):
+    from django.contrib.auth.models import Permission
+
+    document = document_create(
+        company=acme, content=ContentFile(b"x", name="x.txt"), uploaded_by=None, title="x"
+    )
+    outsider = django_user_model.objects.create(username="contractor", is_staff=False)
+    outsider.user_permissions.add(Permission.objects.get(codename="read_any_document"))
+    with pytest.raises(Document.DoesNotExist):
+        document_get_for_reader(outsider, pk=document.pk)
+    outsider.is_staff = True
+    outsider.save()
+    outsider = django_user_model.objects.get(pk=outsider.pk)  # a fresh permission cache
+    assert document_get_for_reader(outsider, pk=document.pk) == (document, True)
+
+
+def test_a_company_with_shares_cannot_be_deleted_unrecorded(acme, globex, alice):
+    from vault.views import grant_save
+
+    document = document_create(
+        company=acme, content=ContentFile(b"x", name="x.txt"), uploaded_by=alice, title="x"
+    )
+    grant_save(document, globex, None, user=alice)
+    with pytest.raises(ProtectedError):
+        globex.delete()

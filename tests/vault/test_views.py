@@ -180,12 +180,17 @@ def test_other_company_gets_404_on_detail(client, charlie, document):
     response = page(client, "document_detail", document)
     assert response.status_code == 404
     assert b"Q3 figures" not in response.content
+    event = AccessEvent.objects.latest("seq")
+    assert (event.action, event.outcome, event.reason) == ("view", "denied", "not a reader")
+    assert (event.document_id, event.actor_username) == (document.pk, "charlie")
 
 
 def test_unknown_document_is_the_same_404(client, charlie, document):
     client.force_login(charlie)
     missing = reverse("vault:document_detail", args=["00000000-0000-0000-0000-000000000000"])
     assert client.get(missing).status_code == 404
+    event = AccessEvent.objects.latest("seq")
+    assert (event.action, event.outcome, event.reason) == ("view", "denied", "no such document")
     assert page(client, "document_detail", document).content == client.get(missing).content
 
 

@@ -248,12 +248,12 @@ class Command(BaseCommand):
     def _user(self, username: str, company: Company | None, extra: dict[str, Any]) -> Any:
         user_model = get_user_model()
         user, created = user_model.objects.get_or_create(
-            username=username, defaults={"email": f"{username}@example.com"}
+            username=username, defaults={"email": f"{username}@example.com", **extra}
         )
-        for field, value in extra.items():
-            setattr(user, field, value)
-        if created:
-            user.set_password(DEMO_PASSWORD)
+        if not created:
+            # An existing account keeps its rights and password: --force never promotes anyone.
+            return user
+        user.set_password(DEMO_PASSWORD)
         user.save()
         if company is not None:
             role = Membership.Role.MANAGER if username == "alice" else Membership.Role.MEMBER
