@@ -17,6 +17,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from compliance.models import AccessEvent
+from tests.helpers import response_close
 from vault import access, fileformat
 from vault.keys import keyring
 from vault.models import Document, Grant
@@ -75,7 +76,7 @@ def body(response) -> bytes:
     try:
         return b"".join(response.streaming_content)
     finally:
-        response.close()
+        response_close(response)
 
 
 def events(**filters):
@@ -639,7 +640,7 @@ def test_failure_mid_stream_raises_and_is_recorded(client, alice, big, media_roo
     with pytest.raises(fileformat.DecryptionError):
         for piece in response.streaming_content:
             received.append(piece)
-    response.close()
+    response_close(response)
     assert b"".join(received) == data[: FIRST_SEGMENT + LATER_SEGMENT]
     [allowed, failed] = events()
     assert (allowed.outcome, failed.outcome, failed.reason) == (

@@ -1,0 +1,17 @@
+"""Small helpers shared by test modules."""
+
+
+def response_close(response) -> None:
+    """Close a streamed test response (its file) without closing the test's database connection.
+
+    HttpResponse.close() sends request_finished, whose close_old_connections() drops a connection
+    inside the test's transaction on PostgreSQL; Django's test client disconnects it the same way.
+    """
+    from django.core.signals import request_finished
+    from django.db import close_old_connections
+
+    request_finished.disconnect(close_old_connections)
+    try:
+        response.close()
+    finally:
+        request_finished.connect(close_old_connections)
