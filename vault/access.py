@@ -52,6 +52,9 @@ class AccessContext:
     document: Any = None
     staff_read: bool = False
     bytes_planned: int | None = None
+    # The file ID (hex) the document row recorded at upload: opening a stored file with another one
+    # fails, so a whole file swapped in from another document is never served.
+    file_id: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
 
 

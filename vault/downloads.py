@@ -227,6 +227,7 @@ def _download(request: HttpRequest, lookup: dict[str, Any], started: float) -> H
         document=document,
         staff_read=staff_read,
         bytes_planned=planned,
+        file_id=document.file_id,
         extra={"started": started},
     ):
         try:

@@ -79,6 +79,7 @@ _KEY_SIZE = 32
 _SALT_SIZE = 32
 _NONCE_PREFIX_SIZE = 7
 _TINK_HEADER_SIZE = 1 + _SALT_SIZE + _NONCE_PREFIX_SIZE
+_SALT_OFFSET = HEADER_SIZE + 1  # after the Docvault header and Tink's header-length byte
 _TAG_SIZE = 16
 _NONCE_SUFFIX = struct.Struct(">IB")
 _MAX_SEGMENTS = 1 << 32  # the segment index is a 32-bit field of the nonce
@@ -113,11 +114,12 @@ class Kind(enum.Enum):
 
 @dataclass(frozen=True)
 class Classification:
-    """What `classify` found: the kind and, for v1, the key ID and segment size from the header."""
+    """What `classify` found: the kind and, for v1, the key ID, segment size and file ID."""
 
     kind: Kind
     key_id: bytes | None = None
     segment_size: int | None = None
+    file_id: bytes | None = None
 
 
 def classify(head: bytes) -> Classification:
@@ -130,7 +132,10 @@ def classify(head: bytes) -> Classification:
     head = bytes(head[:CLASSIFY_BYTES])
     if len(head) >= HEADER_SIZE and head[:9] == _MAGIC + bytes([_VERSION]):
         _, _, key_id, segment_size = _HEADER.unpack_from(head)
-        return Classification(Kind.V1, key_id, segment_size)
+        file_id = (
+            head[_SALT_OFFSET : _SALT_OFFSET + _SALT_SIZE] if len(head) >= PREAMBLE_SIZE else None
+        )
+        return Classification(Kind.V1, key_id, segment_size, file_id)
     if (
         len(head) == CLASSIFY_BYTES
         and head.startswith(_FERNET_PREFIX)
@@ -373,6 +378,10 @@ class DecryptingReader(_Reader):
     size: int | None
     key_id: bytes
     segment_size: int
+    # The file's random 32-byte HKDF salt: public, unique per file, so it names the file. An
+    # application that records it next to its row can tell a whole file swapped for another one
+    # encrypted under the same key, which authentication alone cannot.
+    file_id: bytes
 
     def __init__(
         self,
@@ -392,6 +401,7 @@ class DecryptingReader(_Reader):
         key_id, segment_size, key, salt, nonce_prefix = _preamble_parse(preamble, keys)
         self.key_id = key_id
         self.segment_size = segment_size
+        self.file_id = salt
         self._aead = _segment_aead(key, preamble[:HEADER_SIZE], salt)
         self._nonce_prefix = nonce_prefix
         self._seekable = seekable
@@ -659,7 +669,7 @@ def _preamble_parse(
         raise DecryptionError("truncated")
     if preamble[HEADER_SIZE] != _TINK_HEADER_SIZE:
         raise DecryptionError("bad stream header")
-    salt = preamble[HEADER_SIZE + 1 : HEADER_SIZE + 1 + _SALT_SIZE]
+    salt = preamble[_SALT_OFFSET : _SALT_OFFSET + _SALT_SIZE]
     nonce_prefix = preamble[PREAMBLE_SIZE - _NONCE_PREFIX_SIZE : PREAMBLE_SIZE]
     return key_id, segment_size, key, salt, nonce_prefix
 

@@ -82,6 +82,12 @@ class Document(models.Model):
     key_id = models.CharField(
         max_length=16, blank=True, help_text="Key ID the file is encrypted with."
     )
+    file_id = models.CharField(
+        max_length=64,
+        blank=True,
+        editable=False,
+        help_text="ID of the encrypted file (its public random salt): binds the file to this row.",
+    )
     file = models.FileField(upload_to="documents/%Y/%m/", max_length=255, unique=True)
 
     objects = DocumentQuerySet.as_manager()

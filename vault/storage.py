@@ -31,9 +31,10 @@ STORED_NAME_BYTES = 16
 class DecryptedFile(File):
     """A decrypting file over a stored ciphertext; its reader records any failure it meets."""
 
-    def __init__(self, reader: BinaryIO, name: str, key_id: str) -> None:
+    def __init__(self, reader: BinaryIO, name: str, key_id: str, file_id: str = "") -> None:
         super().__init__(reader, name)
         self.key_id = key_id
+        self.file_id = file_id
         self.mode = "rb"
 
     def chunks(self, chunk_size: int | None = None) -> Iterator[bytes]:
@@ -78,12 +79,18 @@ def decrypting_open(handle: BinaryIO, name: str) -> DecryptedFile:
         handle.close()
         raise
     key_id = reader.key_id.hex() if isinstance(getattr(reader, "key_id", None), bytes) else ""
+    file_id = reader.file_id.hex() if isinstance(getattr(reader, "file_id", None), bytes) else ""
+    if context.file_id and file_id != context.file_id:
+        reader.close()
+        mismatch = DecryptionError("the stored file is not the one recorded for this document")
+        failure_record(mismatch)
+        raise mismatch
     try:
         access_record(Access(Outcome.ALLOWED, context, stored_name=name, key_id=key_id))
     except BaseException:
         reader.close()
         raise
-    return DecryptedFile(reader, name, key_id)
+    return DecryptedFile(reader, name, key_id, file_id)
 
 
 @deconstructible(path="vault.storage.EncryptedStorage")

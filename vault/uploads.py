@@ -280,6 +280,9 @@ def document_file_store(document: Document, content: File) -> None:
     document.mime_type = getattr(content, "mime_type", None) or mime_sniff(_head_read(content))
     document.key_id = keyring().primary.key_id_hex
     document.file.save(STORED_NAME_HINT, content, save=False)
+    # Binds the row to this very file: the downloads refuse any other file found under its name.
+    file_id = document.file.storage.classify(document.file.name).file_id
+    document.file_id = file_id.hex() if file_id else ""
 
 
 def document_store(document: Document, content: File, *, user: Any, request: Any = None) -> None:

@@ -721,3 +721,29 @@ def test_head_of_a_tampered_file_is_the_same_error_as_get(client, alice, pdf, me
     client.force_login(alice)
     assert client.head(download_url(pdf)).status_code == 500
     assert events()[-1].outcome == "failed"
+
+
+def test_a_whole_file_swapped_in_from_another_document_is_refused(client, alice, media_root):
+    """Both files are valid ciphertext under our key: only the recorded file ID tells them apart."""
+    from vault.uploads import document_create
+
+    acme = company_of(alice)
+    secret = b"%PDF-1.7\n" + b"OTHER-DOCUMENT-SECRET" * 100
+    shared = document_create(
+        company=acme, content=ContentFile(PDF, name="shared.pdf"), uploaded_by=alice
+    )
+    other = document_create(
+        company=acme, content=ContentFile(secret, name="other.pdf"), uploaded_by=alice
+    )
+    assert shared.file_id and shared.file_id != other.file_id
+    (media_root / shared.file.name).write_bytes((media_root / other.file.name).read_bytes())
+    client.force_login(alice)
+
+    response = client.get(download_url(shared))
+    head = client.head(download_url(shared))
+
+    assert (response.status_code, head.status_code) == (500, 500)
+    assert b"OTHER-DOCUMENT-SECRET" not in response.content
+    event = AccessEvent.objects.latest("seq")
+    assert (event.outcome, event.document_id) == ("failed", shared.pk)
+    assert event.reason == "the stored file is not the one recorded for this document"

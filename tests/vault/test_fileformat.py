@@ -698,9 +698,12 @@ def fernet_cases() -> list[dict]:
     return json.loads((VECTORS / "fernet.json").read_text())["cases"]
 
 
-def test_classify_v1_gives_the_key_id_and_segment_size():
+def test_classify_v1_gives_the_key_id_segment_size_and_file_id():
     head = TAMPER_CIPHERTEXT[:CLASSIFY_BYTES]
-    assert classify(head) == Classification(Kind.V1, KEY_ID, S)
+    with DecryptingReader(io.BytesIO(TAMPER_CIPHERTEXT), KEYS) as reader:
+        assert classify(head) == Classification(Kind.V1, KEY_ID, S, reader.file_id)
+    assert classify(head[:HEADER_SIZE]) == Classification(Kind.V1, KEY_ID, S, None)
+    assert classify(seal(b"x")).file_id != reader.file_id  # every file has its own
     default = seal(b"x", segment_size=fileformat.SEGMENT_SIZE)
     assert classify(default[:CLASSIFY_BYTES]).segment_size == 1 << 20
 
@@ -786,7 +789,10 @@ def test_v1_vector_decrypts(case):
     assert decrypt_seekable(ciphertext, keys) == plaintext
     assert decrypt_sequential(ciphertext, keys) == plaintext
     assert plaintext_size(len(ciphertext), case["segment_size"]) == len(plaintext)
-    assert classify(ciphertext) == Classification(Kind.V1, key_id, case["segment_size"])
+    salt = bytes.fromhex(case["salt_hex"])
+    assert classify(ciphertext) == Classification(Kind.V1, key_id, case["segment_size"], salt)
+    with DecryptingReader(io.BytesIO(ciphertext), keys) as reader:
+        assert reader.file_id == salt
 
 
 @pytest.mark.parametrize("case", v1_cases(), ids=lambda case: case["name"])
