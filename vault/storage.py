@@ -146,7 +146,12 @@ class EncryptedStorage(Storage):
         inner = self.inner
         if isinstance(inner, FileSystemStorage):
             ciphertext = fileformat.encrypt(content.chunks(), file_key, key.key_id, **options)
-            self._save_atomically(inner, name, ciphertext)
+            # A temporary file beside the target, fsynced, then linked: whole or not at all.
+            with atomic_write(
+                inner.path(name), inner.file_permissions_mode, inner.directory_permissions_mode
+            ) as target:
+                for piece in ciphertext:
+                    target.write(piece)
         else:
             # Object stores publish an object only once its upload completes: atomic by nature.
             with fileformat.EncryptingReader(
@@ -162,16 +167,6 @@ class EncryptedStorage(Storage):
             inner.delete(name)
             raise
         return name
-
-    def _save_atomically(
-        self, inner: FileSystemStorage, name: str, ciphertext: Iterator[bytes]
-    ) -> None:
-        """Write the ciphertext so that the file appears whole or not at all."""
-        with atomic_write(
-            inner.path(name), inner.file_permissions_mode, inner.directory_permissions_mode
-        ) as target:
-            for piece in ciphertext:
-                target.write(piece)
 
     # Reading -----------------------------------------------------------------------------------
 

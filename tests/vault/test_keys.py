@@ -41,7 +41,7 @@ def test_vault_keys_wins_over_encryption_secret(settings):
 def test_case_study_fernet_key_is_reproduced(settings):
     """The PBKDF2 output, base64 encoded, is the case study's Fernet key: its files decrypt."""
     vectors = json.loads((VECTORS / "fernet.json").read_text())
-    case = vectors["cases"][0] if "cases" in vectors else vectors[0]
+    case = vectors["cases"][0]
     configure(
         settings,
         ENCRYPTION_SECRET=case["secret"],
