@@ -31,6 +31,24 @@ class Action(models.TextChoices):
     ROTATE = "rotate", "Key rotation"
     REPORT_GENERATED = "report-generated", "Report generated"
     REPORT_DOWNLOADED = "report-downloaded", "Report downloaded"
+    REPORT_VERIFIED = "report-verified", "Report verified"
+    # Accounts: who signed in, who failed, what changed who may read.
+    LOGIN = "login", "Login"
+    LOGIN_FAILED = "login-failed", "Failed login"
+    LOCKOUT = "lockout", "Login locked out"
+    PASSWORD_CHANGE = "password-change", "Password change"
+    MEMBERSHIP_ADD = "membership-add", "Membership added"
+    MEMBERSHIP_REMOVE = "membership-remove", "Membership removed"
+    PERMISSION_GRANT = "permission-grant", "Read-any granted"
+    PERMISSION_REVOKE = "permission-revoke", "Read-any revoked"
+    # The compliance dashboard's own processing of personal data and storage.
+    COMPLIANCE_VIEW = "compliance-view", "Compliance page"
+    LOG_EXPORT = "log-export", "Access log export"
+    CHAIN_VERIFY = "chain-verify", "Chain verification"
+    SCAN = "scan", "Storage scan"
+    IMPORT = "import", "Import"
+    PRUNE = "prune", "Log prune"
+    LEGAL_HOLD = "legal-hold", "Legal hold change"
 
 
 logger = logging.getLogger(__name__)
