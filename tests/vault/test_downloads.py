@@ -284,7 +284,6 @@ def test_sibling_folder_of_the_media_root_is_unreachable(client, alice, media_ro
         company=company_of(alice),
         title="x",
         original_filename="x",
-        size=len(PDF),
         file="../media-old/secret",
     )
     client.force_login(alice)
@@ -310,7 +309,6 @@ def symlinked_document(alice, media_root, tmp_path):
         company=company_of(alice),
         title="x",
         original_filename="x.pdf",
-        size=len(PDF),
         file="documents/2026/11/" + "a" * 32,
     )
 
@@ -584,7 +582,6 @@ def test_unknown_key_gets_the_error_page(client, alice, media_root):
         company=company_of(alice),
         title="x",
         original_filename="x.pdf",
-        size=len(PDF),
         file="documents/foreign",
     )
     client.force_login(alice)
@@ -747,3 +744,175 @@ def test_a_whole_file_swapped_in_from_another_document_is_refused(client, alice,
     event = AccessEvent.objects.latest("seq")
     assert (event.outcome, event.document_id) == ("failed", shared.pk)
     assert event.reason == "the stored file is not the one recorded for this document"
+
+
+# One source of truth: what the file holds, not what a row says ----------------------------------
+
+
+def test_orm_saved_document_serves_ranges_and_records_the_bytes_sent(client, alice):
+    """The issue's reproduction: a file saved through the ORM, not the upload view."""
+    data = b"%PDF-1.7\n" + bytes(range(256)) * 40
+    document = Document(company=company_of(alice), title="Q3", original_filename="q3.pdf")
+    document.file.save("q3.pdf", ContentFile(data))
+    document.refresh_from_db()
+    assert (document.size, document.mime_type) == (len(data), "application/pdf")
+    assert document.key_id == keyring().primary.key_id_hex and document.file_id
+    client.force_login(alice)
+
+    first = client.get(download_url(document), HTTP_RANGE="bytes=0-9")
+    suffix = client.get(download_url(document), HTTP_RANGE="bytes=-5")
+
+    assert (first.status_code, body(first)) == (206, data[:10])
+    assert first["Content-Range"] == f"bytes 0-9/{len(data)}"
+    assert first["Content-Type"] == "application/pdf"
+    assert (suffix.status_code, body(suffix)) == (206, data[-5:])
+    assert suffix["Content-Range"] == f"bytes {len(data) - 5}-{len(data) - 1}/{len(data)}"
+    assert [(e.action, e.outcome, e.bytes_served) for e in events()] == [
+        ("range", "allowed", 10),
+        ("range", "allowed", 5),
+    ]
+
+
+def test_a_row_claiming_more_bytes_than_its_file_is_judged_by_the_file(client, alice, big):
+    document, data = big
+    Document.objects.filter(pk=document.pk).update(size=10**9)
+    client.force_login(alice)
+
+    ranged = client.get(download_url(document), HTTP_RANGE="bytes=4990-")
+    beyond = client.get(download_url(document), HTTP_RANGE="bytes=6000-7000")
+    whole = client.get(download_url(document))
+
+    assert (ranged.status_code, body(ranged)) == (206, data[4990:])
+    assert ranged["Content-Range"] == "bytes 4990-4999/5000"
+    assert (beyond.status_code, beyond["Content-Range"]) == (416, "bytes */5000")
+    assert (whole["Content-Length"], body(whole)) == ("5000", data)
+    assert [(e.action, e.bytes_served) for e in events()] == [("range", 10), ("download", 5000)]
+
+
+def test_a_row_claiming_fewer_bytes_still_gets_the_whole_file(client, alice, big):
+    document, data = big
+    Document.objects.filter(pk=document.pk).update(size=0)
+    client.force_login(alice)
+    response = client.get(download_url(document), HTTP_RANGE="bytes=0-9")
+    assert (response.status_code, body(response)) == (206, data[:10])
+    assert response["Content-Range"] == "bytes 0-9/5000"
+
+
+def test_a_failure_mid_stream_records_the_bytes_actually_sent(client, alice, big, media_root):
+    document, _ = big
+    flip(media_root / document.file.name, fileformat.HEADER_SIZE + 2 * SEGMENT + 5)
+    client.force_login(alice)
+    response = client.get(download_url(document))
+    with pytest.raises(fileformat.DecryptionError):
+        b"".join(response.streaming_content)
+    response_close(response)
+    [allowed, failed] = events()
+    assert (allowed.outcome, allowed.bytes_served) == ("allowed", 5000)
+    assert (failed.outcome, failed.bytes_served) == ("failed", FIRST_SEGMENT + LATER_SEGMENT)
+
+
+def test_the_upload_event_names_the_document_and_its_title(alice):
+    document = document_make(company_of(alice), PDF, "Board minutes.pdf")
+    event = AccessEvent.objects.get(action="upload")
+    assert (event.document_id, event.document_title) == (document.pk, "Board minutes.pdf")
+    assert event.key_id == document.key_id
+
+
+# Unreadable stored files -------------------------------------------------------------------------
+
+
+def test_a_directory_at_the_stored_name_is_a_recorded_failure(client, alice, pdf, media_root):
+    path = media_root / pdf.file.name
+    path.unlink()
+    path.mkdir()
+    client.force_login(alice)
+    response = client.get(download_url(pdf), HTTP_X_REQUEST_ID="ref-dir-1")
+    assert response.status_code == 500
+    assert "vault/download_error.html" in [template.name for template in response.templates]
+    assert b"ref-dir-1" in response.content
+    [event] = events()
+    assert (event.outcome, event.reason, event.document_id) == (
+        "failed",
+        "stored file unreadable (IsADirectoryError)",
+        pdf.pk,
+    )
+    assert client.head(download_url(pdf)).status_code == 500
+
+
+def test_a_symlink_loop_at_the_stored_name_is_a_recorded_failure(client, alice, pdf, media_root):
+    path = media_root / pdf.file.name
+    path.unlink()
+    path.symlink_to(path.name)
+    client.force_login(alice)
+    response = client.get(download_url(pdf))
+    assert response.status_code == 500
+    [event] = events()
+    assert (event.outcome, event.reason) == ("failed", "stored file unreadable (OSError)")
+
+
+# Binding: a file is served only as the document it was written for ------------------------------
+
+
+def test_an_empty_file_id_no_longer_skips_the_check(client, alice, pdf):
+    Document.objects.filter(pk=pdf.pk).update(file_id="")
+    client.force_login(alice)
+    response = client.get(download_url(pdf))
+    assert response.status_code == 500
+    assert MARKER not in response.content
+    [event] = events()
+    assert (event.outcome, event.reason) == (
+        "failed",
+        "the stored file is not the one recorded for this document",
+    )
+
+
+def test_swapped_rows_in_the_database_serve_nothing(client, alice, charlie):
+    """Database access alone: point Globex's row at Acme's file, with its file ID."""
+    revenue = document_make(company_of(alice), b"customer,revenue\nInitech,4200000\n", "rev.csv")
+    notes = document_make(company_of(charlie), b"Globex meeting notes\n", "notes.txt")
+    table = connection.ops.quote_name(Document._meta.db_table)
+    swap = f"UPDATE {table} SET file = %s, file_id = %s WHERE id = %s"  # noqa: S608
+    with connection.cursor() as cursor:
+        cursor.execute(swap, ["swapping", "", revenue.pk.hex])
+        cursor.execute(swap, [revenue.file.name, revenue.file_id, notes.pk.hex])
+        cursor.execute(swap, [notes.file.name, notes.file_id, revenue.pk.hex])
+    client.force_login(charlie)
+
+    response = client.get(download_url(notes))
+    by_path = client.get(serve_url(revenue.file.name))
+
+    assert response.status_code == 500
+    assert b"Initech" not in response.content
+    assert by_path.status_code == 500
+    failed = [e for e in events() if e.outcome == "failed"]
+    assert [(e.actor, e.document_id) for e in failed] == [(charlie, notes.pk)] * 2
+    assert not [e for e in events() if e.outcome == "allowed"]
+
+
+# Legacy files ------------------------------------------------------------------------------------
+
+
+def legacy_document(alice, media_root, data=PDF):
+    path = media_root / "company_docs" / "nda.pdf"
+    path.parent.mkdir(exist_ok=True)
+    path.write_bytes(Fernet(keyring().primary.fernet_key).encrypt(data))
+    return Document.objects.create(
+        company=company_of(alice),
+        title="NDA",
+        original_filename="nda.pdf",
+        file="company_docs/nda.pdf",
+    )
+
+
+def test_legacy_reading_can_be_turned_off(client, alice, media_root, settings):
+    settings.VAULT_LEGACY_READ = False
+    document = legacy_document(alice, media_root)
+    client.force_login(alice)
+    response = client.get(download_url(document))
+    assert response.status_code == 500
+    assert MARKER not in response.content
+    [event] = events()
+    assert (event.outcome, event.reason) == (
+        "failed",
+        "legacy Fernet file refused: VAULT_LEGACY_READ is off",
+    )
