@@ -149,6 +149,18 @@ VAULT_INNER_STORAGE = {
     "BACKEND": env("VAULT_INNER_STORAGE_BACKEND") or "django.core.files.storage.FileSystemStorage",
     "OPTIONS": {},
 }
+# The object store, when VAULT_INNER_STORAGE_BACKEND=storages.backends.s3.S3Storage: django-storages'
+# own names. Keys are path-addressed (any S3-compatible server), signed with SigV4, private (no ACL),
+# and never overwritten by a save; the vault reads them with ranged GETs (vault/objectstore.py).
+AWS_STORAGE_BUCKET_NAME = env("AWS_STORAGE_BUCKET_NAME")
+AWS_S3_ENDPOINT_URL = env("AWS_S3_ENDPOINT_URL")
+AWS_S3_REGION_NAME = env("AWS_S3_REGION_NAME")
+AWS_ACCESS_KEY_ID = env("AWS_ACCESS_KEY_ID")
+AWS_SECRET_ACCESS_KEY = env("AWS_SECRET_ACCESS_KEY")
+AWS_S3_ADDRESSING_STYLE = env("AWS_S3_ADDRESSING_STYLE", "path")
+AWS_S3_SIGNATURE_VERSION = "s3v4"
+AWS_DEFAULT_ACL = None
+AWS_S3_FILE_OVERWRITE = False
 # Uploads are encrypted as they arrive, under a throwaway key: plaintext never reaches a temp file.
 FILE_UPLOAD_HANDLERS = ["vault.uploads.EncryptingUploadHandler"]
 VAULT_MAX_UPLOAD_SIZE = int(env("VAULT_MAX_UPLOAD_SIZE") or 100 * 1024 * 1024)
