@@ -32,8 +32,8 @@ from .fileformat import CLASSIFY_BYTES
 # The first GET reads this much: enough to classify the file and parse its header.
 HEAD_BYTES = CLASSIFY_BYTES
 UPLOAD_PART_SIZE = 8 * 1024 * 1024
-UPLOAD_CHUNKS_IN_MEMORY = 4
-UPLOAD_CONCURRENCY = 4
+UPLOAD_CHUNKS_IN_MEMORY = 2
+UPLOAD_CONCURRENCY = 2
 
 
 class ObjectChangedError(OSError):

@@ -6,9 +6,11 @@ sent for each GetObject, not what our code says it asked for.
 
 import io
 import os
+import sys
 import threading
 
 import pytest
+from cryptography.fernet import Fernet
 from django.core.files import File
 from django.core.files.base import ContentFile
 from django.core.files.storage import FileSystemStorage, default_storage
@@ -20,7 +22,7 @@ from vault import fileformat
 from vault.access import Action, access_context
 from vault.keys import keyring
 from vault.models import Document
-from vault.objectstore import HEAD_BYTES, ObjectChangedError, RangedObjectFile
+from vault.objectstore import HEAD_BYTES, UPLOAD_PART_SIZE, ObjectChangedError, RangedObjectFile
 from vault.storage import EncryptedStorage
 
 pytestmark = [pytest.mark.django_db, pytest.mark.s3]
@@ -36,9 +38,11 @@ class Fetches:
     def __init__(self, storage):
         self.gets: list[int] = []  # bytes in each GetObject response body
         self.heads = 0
+        self.parts = 0  # UploadPart calls of multipart uploads
         self._events = storage.connection.meta.client.meta.events
         self._events.register("after-call.s3.GetObject", self._get)
         self._events.register("after-call.s3.HeadObject", self._head)
+        self._events.register("after-call.s3.UploadPart", self._part)
 
     def _get(self, parsed, **kwargs):
         self.gets.append(parsed["ContentLength"])
@@ -46,13 +50,17 @@ class Fetches:
     def _head(self, **kwargs):
         self.heads += 1
 
+    def _part(self, **kwargs):
+        self.parts += 1
+
     def clear(self):
         self.gets.clear()
-        self.heads = 0
+        self.heads = self.parts = 0
 
     def stop(self):
         self._events.unregister("after-call.s3.GetObject", self._get)
         self._events.unregister("after-call.s3.HeadObject", self._head)
+        self._events.unregister("after-call.s3.UploadPart", self._part)
 
 
 @pytest.fixture
@@ -279,6 +287,20 @@ def test_a_reader_never_sees_half_an_object(s3_server, s3_storage):
     assert client.get_object(Bucket=s3_server.bucket, Key=key)["Body"].read() == new
 
 
+def test_without_a_runnable_weed_the_s3_tests_say_why(monkeypatch, tmp_path):
+    from tests.seaweed import SeaweedUnavailable, weed_path
+
+    monkeypatch.setattr(sys, "executable", str(tmp_path / "python"))
+    monkeypatch.setenv("PATH", str(tmp_path))
+    with pytest.raises(SeaweedUnavailable, match="No SeaweedFS `weed` binary"):
+        weed_path()
+    broken = tmp_path / "weed"
+    broken.write_bytes(b"\x7fELF not really")
+    broken.chmod(0o755)
+    with pytest.raises(SeaweedUnavailable, match="cannot run here"):
+        weed_path()
+
+
 def test_the_inner_storage_fixture_runs_on_both(inner_storage):
     name = default_storage.save("documents/upload", ContentFile(MARKER))
     with inner_storage.open(name) as handle:
@@ -389,3 +411,36 @@ def test_the_delete_view_removes_the_object(
         response = client.post(reverse("vault:document_delete", kwargs={"pk": document.pk}))
     assert response.status_code == 302
     assert not object_exists(s3_server, s3_storage, document.file.name)
+
+
+def test_a_large_upload_goes_up_in_parts_and_comes_back_whole(
+    client, alice, s3_server, s3_storage, fetches
+):
+    data = b"%PDF-1.7\n" + os.urandom(2 * UPLOAD_PART_SIZE + 12345)
+    client.force_login(alice)
+    assert upload(client, company_of(alice), data, "big.pdf").status_code == 302
+    assert fetches.parts == 3  # a multipart upload of three parts, never one whole body
+    document = Document.objects.get()
+    assert document.size == len(data)
+    response = client.get(download_url(document))
+    assert body(response) == data
+
+
+def test_a_case_study_fernet_object_downloads(client, alice, s3_server, s3_storage):
+    pdf = b"%PDF-1.4\n" + MARKER * 50
+    s3_server.client().put_object(
+        Bucket=s3_server.bucket,
+        Key=key_of(s3_storage, "company_docs/nda.pdf"),
+        Body=Fernet(keyring().primary.fernet_key).encrypt(pdf),
+    )
+    Document.objects.create(
+        company=company_of(alice),
+        title="NDA",
+        original_filename="nda.pdf",
+        size=len(pdf),
+        file="company_docs/nda.pdf",
+    )
+    client.force_login(alice)
+    response = client.get("/vault/company_docs/nda.pdf")
+    assert (response.status_code, response["Content-Type"]) == (200, "application/pdf")
+    assert body(response) == pdf
