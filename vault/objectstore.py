@@ -215,6 +215,24 @@ def storage_class_ranged(backend: type[Storage]) -> type[Storage]:
     return _ranged_subclass(backend)
 
 
+_RANGED: dict[str, type[Storage]] = {}
+
+
 @functools.cache
 def _ranged_subclass(backend: type[Storage]) -> type[Storage]:
-    return type(f"Ranged{backend.__name__}", (RangedReadMixin, backend), {"__module__": __name__})
+    name = f"Ranged{backend.__name__}"
+    ranged = type(name, (RangedReadMixin, backend), {"__module__": __name__, "__qualname__": name})
+    _RANGED.setdefault(name, ranged)
+    return ranged
+
+
+def __getattr__(name: str) -> type[Storage]:
+    # The subclasses are made on demand; naming one here (vault.objectstore.RangedS3Storage as a
+    # backend, or pickle finding its class) makes it too.
+    if name == "RangedS3Storage" and name not in _RANGED:
+        from storages.backends.s3 import S3Storage
+
+        return storage_class_ranged(S3Storage)
+    if name in _RANGED:
+        return _RANGED[name]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

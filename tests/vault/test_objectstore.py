@@ -301,6 +301,18 @@ def test_without_a_runnable_weed_the_s3_tests_say_why(monkeypatch, tmp_path):
         weed_path()
 
 
+def test_the_ranged_storage_can_be_named_and_pickled(s3_storage):
+    import pickle
+
+    import vault.objectstore
+
+    assert vault.objectstore.RangedS3Storage is type(s3_storage)
+    name = s3_storage.save("objects/pickled", ContentFile(b"ciphertext stand-in"))
+    copy = pickle.loads(pickle.dumps(s3_storage))  # noqa: S301 (bytes we just made)
+    with copy.open(name) as handle:
+        assert handle.read() == b"ciphertext stand-in"
+
+
 def test_the_inner_storage_fixture_runs_on_both(inner_storage):
     name = default_storage.save("documents/upload", ContentFile(MARKER))
     with inner_storage.open(name) as handle:
