@@ -321,6 +321,14 @@ def test_the_inner_storage_fixture_runs_on_both(inner_storage):
         assert decrypted.read() == MARKER
     if not isinstance(inner_storage, FileSystemStorage):
         assert type(inner_storage).__name__ == "RangedS3Storage"
+    # Rewriting ciphertext the same way on either storage, as tampering tests do.
+    with inner_storage.open(name) as handle:
+        tampered = bytearray(handle.read())
+    tampered[fileformat.PREAMBLE_SIZE] ^= 0x01
+    inner_storage.delete(name)
+    assert inner_storage.save(name, ContentFile(bytes(tampered))) == name
+    with pytest.raises(fileformat.DecryptionError), default_storage.open(name) as decrypted:
+        decrypted.read()
 
 
 # Downloads from the bucket -----------------------------------------------------------------------
