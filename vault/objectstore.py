@@ -13,7 +13,7 @@ threshold, a multipart upload above it, with at most `UPLOAD_CHUNKS_IN_MEMORY` p
 `UPLOAD_PART_SIZE` held at once (the encrypting reader is not seekable, so boto3 buffers the parts
 it sends). An object becomes visible only when its PUT or CompleteMultipartUpload succeeds, and
 replaces an earlier object under the same key whole: readers see the old object or the new one,
-never part of one. A reader pins the ETag it opened, so an object replaced while it is being read
+never part of one; `object_replace()` writes such a replacement (rotation, import). A reader pins the ETag it opened, so an object replaced while it is being read
 fails the next read (`ObjectChangedError`) instead of mixing two files' bytes.
 
 Nothing here imports boto3 unless the configured backend is django-storages' S3Storage.
@@ -205,6 +205,18 @@ class RangedReadMixin:
             config.max_in_memory_upload_chunks = UPLOAD_CHUNKS_IN_MEMORY
             defaults["transfer_config"] = config
         return defaults
+
+
+def object_replace(storage: Storage, name: str, content: File) -> str:
+    """Write `content` under exactly `name` in the bucket, replacing any object there whole.
+
+    `Storage.save()` picks another name when one is taken (AWS_S3_FILE_OVERWRITE is off). A PUT or a
+    completed multipart upload to the same key swaps the object atomically: readers see the old
+    object or the new one. Raise TypeError for a storage that is not an object store.
+    """
+    if not isinstance(storage, RangedReadMixin):
+        raise TypeError(f"object_replace() needs an S3 storage, not {type(storage).__name__}")
+    return storage._save(name, content)  # type: ignore[attr-defined]
 
 
 def storage_class_ranged(backend: type[Storage]) -> type[Storage]:

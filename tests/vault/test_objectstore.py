@@ -22,7 +22,13 @@ from vault import fileformat
 from vault.access import Action, access_context
 from vault.keys import keyring
 from vault.models import Document
-from vault.objectstore import HEAD_BYTES, UPLOAD_PART_SIZE, ObjectChangedError, RangedObjectFile
+from vault.objectstore import (
+    HEAD_BYTES,
+    UPLOAD_PART_SIZE,
+    ObjectChangedError,
+    RangedObjectFile,
+    object_replace,
+)
 from vault.storage import EncryptedStorage
 
 pytestmark = [pytest.mark.django_db, pytest.mark.s3]
@@ -271,9 +277,8 @@ def test_a_reader_never_sees_half_an_object(s3_server, s3_storage):
     old, new = os.urandom(3 * MiB), os.urandom(12 * MiB)
     name = s3_storage.save("objects/replaced", ContentFile(old))
     key = key_of(s3_storage, name)
-    s3_storage.file_overwrite = True  # what a rotation's replace does: same key, new content
     source = PausingReader(new, pause_at=10 * MiB)
-    upload = threading.Thread(target=s3_storage.save, args=(name, File(source, name)))
+    upload = threading.Thread(target=object_replace, args=(s3_storage, name, File(source, name)))
     upload.start()
     try:
         assert source.paused.wait(30)
@@ -299,6 +304,11 @@ def test_without_a_runnable_weed_the_s3_tests_say_why(monkeypatch, tmp_path):
     broken.chmod(0o755)
     with pytest.raises(SeaweedUnavailable, match="cannot run here"):
         weed_path()
+
+
+def test_object_replace_needs_an_object_store(media_root):
+    with pytest.raises(TypeError, match="needs an S3 storage"):
+        object_replace(FileSystemStorage(), "x", ContentFile(b"x"))
 
 
 def test_the_ranged_storage_can_be_named_and_pickled(s3_storage):
