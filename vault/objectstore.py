@@ -11,10 +11,11 @@ fetches each segment with one GET and a Range request only the segments it needs
 Writes stream through boto3's managed transfer (`S3Storage._save`): one PUT below the multipart
 threshold, a multipart upload above it, with at most `UPLOAD_CHUNKS_IN_MEMORY` parts of
 `UPLOAD_PART_SIZE` held at once (the encrypting reader is not seekable, so boto3 buffers the parts
-it sends). An object becomes visible only when its PUT or CompleteMultipartUpload succeeds, and
-replaces an earlier object under the same key whole: readers see the old object or the new one,
-never part of one; `object_replace()` writes such a replacement (rotation, import). A reader pins the ETag it opened, so an object replaced while it is being read
-fails the next read (`ObjectChangedError`) instead of mixing two files' bytes.
+it sends, with `UPLOAD_CONCURRENCY` parts in flight). An object becomes visible only when its PUT
+or CompleteMultipartUpload succeeds, and replaces an earlier object under the same key whole:
+readers see the old object or the new one, never part of one; `object_replace()` writes such a
+replacement (rotation, import). A reader pins the ETag it opened, so an object replaced while it
+is being read fails the next read (`ObjectChangedError`) instead of mixing two files' bytes.
 
 Nothing here imports boto3 unless the configured backend is django-storages' S3Storage.
 """
