@@ -1,11 +1,12 @@
-# Docvault: `make run` serves the product on its embedded defaults, `make test` passes the suite.
+# Docvault: `make run` serves the product on its embedded defaults, `make test` passes the suite,
+# `make serve` runs it in production (gunicorn, WhiteNoise) from the environment's settings.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 RUN_PACKAGES := libmagic1
 TEST_PACKAGES := libmagic1 poppler-utils libnss3-tools chromium libharfbuzz-subset0 postgresql-15
 
-.PHONY: run test lint bench venv dev-venv system-run system-test
+.PHONY: run test serve lint bench venv dev-venv system-run system-test
 
 run: system-run venv .env
 	$(BIN)/python manage.py migrate --noinput
@@ -16,6 +17,16 @@ test: system-test dev-venv
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# Production (docs/DEPLOYMENT.md): settings come from the environment, never from the defaults
+# `make run` writes. MIGRATE=1 applies migrations first (the release step, or one server); otherwise
+# an unapplied migration stops the start rather than serving against an old schema.
+serve: export DJANGO_SERVE_STATIC ?= 1
+serve: system-run venv
+	$(BIN)/python manage.py check --deploy
+	$(BIN)/python manage.py migrate $(if $(filter 1,$(MIGRATE)),--noinput,--check)
+	$(BIN)/python manage.py collectstatic --noinput --verbosity 0
+	exec $(BIN)/gunicorn --config config/gunicorn.py
 
 lint: dev-venv
 	$(BIN)/ruff check --fix .

@@ -144,11 +144,32 @@ STORAGES = {
     "default": {"BACKEND": "vault.storage.EncryptedStorage"},
     "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
 }
+# Production serves its static files itself through WhiteNoise, from collectstatic's hashed and
+# compressed copies (`make serve` sets DJANGO_SERVE_STATIC=1). Development and tests keep Django's
+# plain storage: no build step, no manifest to keep in step.
+if env_bool("DJANGO_SERVE_STATIC"):
+    MIDDLEWARE.insert(
+        MIDDLEWARE.index("django.middleware.security.SecurityMiddleware") + 1,
+        "whitenoise.middleware.WhiteNoiseMiddleware",
+    )
+    STORAGES["staticfiles"] = {"BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"}
 # The storage that holds the ciphertext: the local MEDIA_ROOT unless another backend is named.
 VAULT_INNER_STORAGE = {
     "BACKEND": env("VAULT_INNER_STORAGE_BACKEND") or "django.core.files.storage.FileSystemStorage",
     "OPTIONS": {},
 }
+# The object store, when VAULT_INNER_STORAGE_BACKEND=storages.backends.s3.S3Storage: django-storages'
+# own names. Keys are path-addressed (any S3-compatible server), signed with SigV4, private (no ACL),
+# and never overwritten by a save; the vault reads them with ranged GETs (vault/objectstore.py).
+AWS_STORAGE_BUCKET_NAME = env("AWS_STORAGE_BUCKET_NAME")
+AWS_S3_ENDPOINT_URL = env("AWS_S3_ENDPOINT_URL")
+AWS_S3_REGION_NAME = env("AWS_S3_REGION_NAME")
+AWS_ACCESS_KEY_ID = env("AWS_ACCESS_KEY_ID")
+AWS_SECRET_ACCESS_KEY = env("AWS_SECRET_ACCESS_KEY")
+AWS_S3_ADDRESSING_STYLE = env("AWS_S3_ADDRESSING_STYLE", "path")
+AWS_S3_SIGNATURE_VERSION = "s3v4"
+AWS_DEFAULT_ACL = None
+AWS_S3_FILE_OVERWRITE = False
 # Uploads are encrypted as they arrive, under a throwaway key: plaintext never reaches a temp file.
 FILE_UPLOAD_HANDLERS = ["vault.uploads.EncryptingUploadHandler"]
 VAULT_MAX_UPLOAD_SIZE = int(env("VAULT_MAX_UPLOAD_SIZE") or 100 * 1024 * 1024)
@@ -177,6 +198,17 @@ LOGOUT_REDIRECT_URL = "login"
 SESSION_COOKIE_HTTPONLY = True
 SESSION_COOKIE_SECURE = env_bool("DJANGO_SECURE_COOKIES", not DEBUG)
 CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
+# HTTPS in production (docs/DEPLOYMENT.md): all off unless set, so `make run` keeps plain HTTP.
+SECURE_HSTS_SECONDS = int(env("DJANGO_SECURE_HSTS_SECONDS") or 0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("DJANGO_SECURE_HSTS_INCLUDE_SUBDOMAINS", True)
+SECURE_HSTS_PRELOAD = env_bool("DJANGO_SECURE_HSTS_PRELOAD")
+SECURE_SSL_REDIRECT = env_bool("DJANGO_SECURE_SSL_REDIRECT")
+# "HTTP_X_FORWARDED_PROTO,https": trust the proxy's word that the request came over HTTPS. Set it
+# only behind a proxy that always sets (never passes on) that header.
+_proxy_ssl_header = env_list("DJANGO_SECURE_PROXY_SSL_HEADER")
+if _proxy_ssl_header and len(_proxy_ssl_header) != 2:
+    raise ImproperlyConfigured("DJANGO_SECURE_PROXY_SSL_HEADER must be 'HEADER,value'.")
+SECURE_PROXY_SSL_HEADER = tuple(_proxy_ssl_header) if _proxy_ssl_header else None
 X_FRAME_OPTIONS = "DENY"
 SECURE_CONTENT_TYPE_NOSNIFF = True
 SECURE_REFERRER_POLICY = "same-origin"

@@ -92,3 +92,46 @@ def postgres_server():
 
     with postgres_start() as server:
         yield server
+
+
+# A throwaway SeaweedFS S3 server, and the vault's inner storage on its bucket -------------------
+
+
+@pytest.fixture(scope="session")
+def s3_server():
+    """Start SeaweedFS's S3 server for the session; skip, saying why, where `weed` cannot run."""
+    from tests.seaweed import SeaweedUnavailable, seaweed_start, weed_path
+
+    try:
+        weed_path()
+    except SeaweedUnavailable as exc:
+        pytest.skip(f"SeaweedFS unavailable: {exc}")
+    with seaweed_start() as server:
+        yield server
+
+
+@pytest.fixture
+def s3_storage(s3_server, settings):
+    """Put the vault's ciphertext on a fresh key prefix of the bucket; return the inner storage."""
+    from django.core.files.storage import default_storage
+
+    settings.VAULT_INNER_STORAGE = s3_server.inner_storage_setting()
+    return default_storage.inner
+
+
+@pytest.fixture(params=["local", pytest.param("s3", marks=pytest.mark.s3)])
+def inner_storage(request, settings):
+    """Run the test on the local media folder and on the bucket; return the inner storage.
+
+    `isinstance(inner_storage, FileSystemStorage)` tells which. Rewrite ciphertext through it
+    (`inner_storage.delete(name); inner_storage.save(name, ContentFile(data))`) on either.
+    """
+    from django.core.files.storage import default_storage
+
+    if request.param == "s3":
+        return request.getfixturevalue("s3_storage")
+    settings.VAULT_INNER_STORAGE = {
+        "BACKEND": "django.core.files.storage.FileSystemStorage",
+        "OPTIONS": {},
+    }
+    return default_storage.inner

@@ -32,6 +32,7 @@ from .atomic import atomic_write
 from .fileformat import DecryptionError
 from .keys import keyring
 from .mime import SNIFF_BYTES, mime_sniff
+from .objectstore import storage_class_ranged
 
 STORED_NAME_BYTES = 16
 MiB = 1 << 20
@@ -301,7 +302,8 @@ class EncryptedStorage(Storage):
         conf = settings.VAULT_INNER_STORAGE
         # Compared by identity so that override_settings in tests swaps the inner storage.
         if self._inner_cached is None or self._inner_conf is not conf:
-            backend = import_string(conf["BACKEND"])
+            # On an object store, reads fetch byte ranges instead of whole objects.
+            backend = storage_class_ranged(import_string(conf["BACKEND"]))
             self._inner_cached = backend(**conf.get("OPTIONS", {}))
             self._inner_conf = conf
         return self._inner_cached
