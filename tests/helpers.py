@@ -15,3 +15,23 @@ def response_close(response) -> None:
         response.close()
     finally:
         request_finished.connect(close_old_connections)
+
+
+# What the cast's fixtures and force_login() record besides the events a test is about.
+ACCOUNT_ACTIONS = (
+    "login",
+    "login-failed",
+    "lockout",
+    "password-change",
+    "membership-add",
+    "membership-remove",
+    "permission-grant",
+    "permission-revoke",
+)
+
+
+def document_events():
+    """Return the access events other than account events (logins, memberships, read-any)."""
+    from compliance.models import AccessEvent
+
+    return AccessEvent.objects.exclude(action__in=ACCOUNT_ACTIONS)

@@ -174,10 +174,9 @@ def _login_recorded(sender: Any, request: Any, user: Any, **kwargs: Any) -> None
             request=request,
         )
     except RecordError:
-        # No unrecorded login: the session is emptied before the error reaches the user.
-        if session is not None:
-            session.flush()
-        raise
+        # The login stands: with no key or no log, staff must still reach the pages that say
+        # so, and nothing is decrypted unrecorded anyway. The error log keeps the trace.
+        logger.exception("The login of %s could not be recorded.", user.get_username())
 
 
 @receiver(user_login_failed, dispatch_uid="vault.accounts.login_failed")
