@@ -198,11 +198,12 @@ def _lockout_recorded(
         return
     request._docvault_lockout_recorded = True
     limit = settings.AXES_FAILURE_LIMIT
-    cool_off = _duration(settings.AXES_COOLOFF_TIME.total_seconds())
+    cool_off = settings.AXES_COOLOFF_TIME
+    cool_off = f"for {_duration(cool_off.total_seconds())}" if cool_off else "until reset"
     _refusal_record(
         Action.LOCKOUT,
         f"login as {username or '(no username)'} refused: locked out after {limit} failed "
-        f"logins for this account or from {ip_address or 'this address'}, for {cool_off}",
+        f"logins for this account or from {ip_address or 'this address'}, {cool_off}",
         request,
     )
 
@@ -228,12 +229,6 @@ class PasswordChangeRecorder:
     def get_help_text(self) -> str:
         """Return the notice shown beside password forms."""
         return "Password changes are recorded in the access log."
-
-
-@receiver(post_save, sender=settings.AUTH_USER_MODEL, dispatch_uid="vault.accounts.user_saved")
-def _user_created_noted(sender: Any, instance: Any, created: bool, **kwargs: Any) -> None:
-    # Django calls password_changed() after post_save: this tells a new account from a change.
-    instance._docvault_created = created
 
 
 # Memberships -------------------------------------------------------------------------------------
@@ -395,6 +390,64 @@ def _read_any_changed(
     action_name = Action.PERMISSION_GRANT if verb == "add" else Action.PERMISSION_REVOKE
     for reason in pending.pop(sender, []):
         account_event_record(action_name, Outcome.ALLOWED, reason)
+
+
+# Whether a holder may use read-any: active, staff, and holding it (superusers hold every permission).
+_READ_ANY_FLAGS = ("is_active", "is_staff", "is_superuser")
+
+
+def _holds_read_any(user: Any, read_any: int, is_superuser: bool) -> bool:
+    if is_superuser:
+        return True
+    return (
+        user.user_permissions.filter(pk=read_any).exists()
+        or Group.permissions.through.objects.filter(
+            group__user=user, permission_id=read_any
+        ).exists()
+    )
+
+
+@receiver(pre_save, sender=settings.AUTH_USER_MODEL, dispatch_uid="vault.accounts.user_before")
+def _user_before_save(sender: Any, instance: Any, update_fields: Any = None, **kwargs: Any) -> None:
+    previous = None
+    if update_fields is not None and not set(update_fields) & set(_READ_ANY_FLAGS):
+        previous = False  # a save of other fields (last_login, password): no flag changes
+    elif instance.pk is not None and not instance._state.adding:
+        previous = type(instance).objects.filter(pk=instance.pk).values(*_READ_ANY_FLAGS).first()
+    instance._docvault_flags_before = previous
+
+
+@receiver(post_save, sender=settings.AUTH_USER_MODEL, dispatch_uid="vault.accounts.user_saved")
+def _user_saved(sender: Any, instance: Any, created: bool, **kwargs: Any) -> None:
+    # Django calls password_changed() after post_save: this tells a new account from a change.
+    instance._docvault_created = created
+    before = getattr(instance, "_docvault_flags_before", None)
+    if before is False:
+        return
+    before = before or dict.fromkeys(_READ_ANY_FLAGS, False)
+    after = {flag: bool(getattr(instance, flag)) for flag in _READ_ANY_FLAGS}
+    if before == after:
+        return
+    read_any = _read_any_id()
+    if read_any is None:
+        return
+    usable_before = before["is_active"] and before["is_staff"]
+    usable_after = after["is_active"] and after["is_staff"]
+    had = usable_before and _holds_read_any(instance, read_any, before["is_superuser"])
+    has = usable_after and _holds_read_any(instance, read_any, after["is_superuser"])
+    if had == has:
+        return
+    changed = ", ".join(
+        f"{flag} {'set' if after[flag] else 'cleared'}"
+        for flag in _READ_ANY_FLAGS
+        if before[flag] != after[flag]
+    )
+    verb = "granted to" if has else "revoked from"
+    account_event_record(
+        Action.PERMISSION_GRANT if has else Action.PERMISSION_REVOKE,
+        Outcome.ALLOWED,
+        f"read-any {verb} {instance.get_username()}: {'new account, ' if created else ''}{changed}",
+    )
 
 
 @receiver(pre_delete, sender=Group, dispatch_uid="vault.accounts.group_deleted")

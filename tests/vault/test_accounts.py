@@ -40,10 +40,15 @@ def with_password(user):
     return user
 
 
-def events(*actions):
+def events(*actions, after=0):
     """Return (action, outcome, actor, reason) of the account events, oldest first."""
-    rows = AccessEvent.objects.filter(action__in=actions or ACCOUNT_ACTIONS).order_by("seq")
+    rows = AccessEvent.objects.filter(action__in=actions or ACCOUNT_ACTIONS, seq__gt=after)
+    rows = rows.order_by("seq")
     return list(rows.values_list("action", "outcome", "actor_username", "reason"))
+
+
+def last_seq():
+    return AccessEvent.objects.order_by("-seq").values_list("seq", flat=True).first() or 0
 
 
 def post_login(client, username, password, path=None, address="203.0.113.7"):
@@ -422,6 +427,7 @@ def test_a_rolled_back_grant_leaves_no_record(bob, read_any):
 
 
 def test_read_any_granted_in_the_admin_user_form(admin_client, bob, read_any):
+    mark = last_seq()
     url = reverse("admin:auth_user_change", args=[bob.pk])
     form = {
         "username": "bob",
@@ -437,29 +443,31 @@ def test_read_any_granted_in_the_admin_user_form(admin_client, bob, read_any):
     assert admin_client.post(url, form).status_code == 302
     del form["user_permissions"]
     assert admin_client.post(url, form).status_code == 302
-    assert events("permission-grant", "permission-revoke") == [
+    assert events("permission-grant", "permission-revoke", after=mark) == [
         ("permission-grant", "allowed", "admin", "read-any granted to bob directly"),
         ("permission-revoke", "allowed", "admin", "read-any revoked from bob directly"),
     ]
 
 
 def test_a_refused_admin_user_form_grants_nothing(admin_client, bob, read_any):
+    mark = last_seq()
     url = reverse("admin:auth_user_change", args=[bob.pk])
     response = admin_client.post(url, {"username": "", "user_permissions": [read_any.pk]})
     assert response.status_code == 200
-    assert events("permission-grant") == []
+    assert events("permission-grant", after=mark) == []
     assert not bob.user_permissions.exists()
 
 
 def test_read_any_granted_to_a_group_in_the_admin(admin_client, alice, read_any):
     officers = Group.objects.create(name="Compliance officers")
     alice.groups.add(officers)
+    mark = last_seq()
     response = admin_client.post(
         reverse("admin:auth_group_change", args=[officers.pk]),
         {"name": "Compliance officers", "permissions": [read_any.pk]},
     )
     assert response.status_code == 302
-    assert events("permission-grant") == [
+    assert events("permission-grant", after=mark) == [
         (
             "permission-grant",
             "allowed",
@@ -467,3 +475,53 @@ def test_read_any_granted_to_a_group_in_the_admin(admin_client, alice, read_any)
             "read-any granted to alice via group Compliance officers",
         )
     ]
+
+
+def test_staff_and_superuser_flags_that_change_read_any_are_recorded(bob, read_any):
+    bob.user_permissions.add(read_any)  # not staff: the permission is recorded, not yet usable
+    bob.is_staff = True
+    bob.save()
+    bob.is_active = False
+    bob.save()
+    root = get_user_model().objects.create_superuser("root", "root@example.com", None)
+    root.is_superuser = False
+    root.save()
+    assert [row[3] for row in events("permission-grant", "permission-revoke")] == [
+        "read-any granted to bob directly",
+        "read-any granted to bob: is_staff set",
+        "read-any revoked from bob: is_active cleared",
+        "read-any granted to root: new account, is_active set, is_staff set, is_superuser set",
+        "read-any revoked from root: is_superuser cleared",
+    ]
+
+
+def test_staff_flags_without_read_any_are_not_recorded(bob, charlie):
+    bob.is_staff = True
+    bob.save()
+    charlie.last_login = None
+    charlie.save(update_fields=["last_login"])
+    assert events("permission-grant", "permission-revoke") == []
+
+
+def test_making_a_holder_staff_in_the_admin_is_recorded(admin_client, bob, read_any):
+    bob.user_permissions.add(read_any)
+    form = {
+        "username": "bob",
+        "email": "bob@example.com",
+        "is_active": "on",
+        "is_staff": "on",
+        "user_permissions": [read_any.pk],
+        "date_joined_0": "2026-01-01",
+        "date_joined_1": "00:00:00",
+        "initial-date_joined_0": "2026-01-01",
+        "initial-date_joined_1": "00:00:00",
+    }
+    assert (
+        admin_client.post(reverse("admin:auth_user_change", args=[bob.pk]), form).status_code == 302
+    )
+    assert events("permission-grant")[-1] == (
+        "permission-grant",
+        "allowed",
+        "admin",
+        "read-any granted to bob: is_staff set",
+    )
