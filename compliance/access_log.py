@@ -79,6 +79,12 @@ TRANSACTIONAL_ACTIONS = frozenset(
         Action.CLI_ENCRYPT,
         Action.ROTATE,
         Action.REPORT_GENERATED,
+        # Account changes commit or roll back with their record (the admin's atomic blocks).
+        Action.PASSWORD_CHANGE,
+        Action.MEMBERSHIP_ADD,
+        Action.MEMBERSHIP_REMOVE,
+        Action.PERMISSION_GRANT,
+        Action.PERMISSION_REVOKE,
     }
 )
 
