@@ -62,7 +62,13 @@ class _CappedStream:
             if whole is not None:
                 self._left = min(self._left, int(whole))
             size = self._left + 1
-        data = self._stream.read(size)
+        return self._counted(self._stream.read(size))
+
+    def readline(self, size: int = -1) -> bytes:
+        limit = self._left + 1 if size is None or size < 0 else min(size, self._left + 1)
+        return self._counted(self._stream.readline(limit))
+
+    def _counted(self, data: bytes) -> bytes:
         self._left -= len(data)
         if self._left < 0:
             self._request.vault_body_too_large = True  # type: ignore[attr-defined]
@@ -72,9 +78,6 @@ class _CappedStream:
     def limit_to(self, limit: int) -> None:
         """Lower the bytes still accepted to at most `limit`."""
         self._left = min(self._left, limit)
-
-    def readline(self, size: int = -1) -> bytes:
-        return self.read(size)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._stream, name)
