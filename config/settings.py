@@ -82,6 +82,10 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "csp.middleware.CSPMiddleware",
+    # Before CsrfViewMiddleware: its process_view reads request.POST, which parses the body.
+    "vault.middleware.RequestLimitMiddleware",
+    "vault.middleware.PrivatePagesMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -189,6 +193,9 @@ VAULT_MAX_UPLOAD_SIZE = int(env("VAULT_MAX_UPLOAD_SIZE") or 100 * 1024 * 1024)
 # The case study's Fernet files are read whole into memory: up to this size; off once none are left.
 VAULT_LEGACY_READ = env_bool("VAULT_LEGACY_READ", True)
 VAULT_LEGACY_MAX_SIZE = int(env("VAULT_LEGACY_MAX_SIZE") or 256 * 1024 * 1024)
+# A request body may exceed the largest upload by this much (the form around the file); beyond,
+# 413 before anything is read. File parts go only to views marked @accepts_uploads (and the admin).
+VAULT_REQUEST_MARGIN = int(env("VAULT_REQUEST_MARGIN") or 1024 * 1024)
 
 # Keys: "label:secret,label2:secret2", first entry primary. ENCRYPTION_SECRET alone (the case study's
 # name) is one key labelled "default". Never stored in the database, never logged.
@@ -232,6 +239,20 @@ SECURE_PROXY_SSL_HEADER = tuple(_proxy_ssl_header) if _proxy_ssl_header else Non
 X_FRAME_OPTIONS = "DENY"
 SECURE_CONTENT_TYPE_NOSNIFF = True
 SECURE_REFERRER_POLICY = "same-origin"
+# Every page: nothing inline, nothing from elsewhere, never framed. The download views send their
+# own stricter policy for documents shown inline.
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": ["'self'"],
+        "script-src": ["'self'"],
+        "style-src": ["'self'"],
+        "img-src": ["'self'", "data:"],
+        "object-src": ["'none'"],
+        "base-uri": ["'none'"],
+        "form-action": ["'self'"],
+        "frame-ancestors": ["'none'"],
+    }
+}
 
 # Login throttling (django-axes): AXES_FAILURE_LIMIT failed logins for one account, or from one
 # address, lock that account and that address out for AXES_COOLOFF_MINUTES (attempts meanwhile
