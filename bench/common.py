@@ -55,6 +55,29 @@ class Table:
         return "\n".join(out) + "\n"
 
 
+@dataclass(frozen=True)
+class SummaryRow:
+    """One line of the summary table that opens RESULTS.md: a benchmark's headline against its target."""
+
+    part: str  # the `python -m bench` part that measured it: crypto, http, load, chain, ...
+    measure: str
+    target: str
+    result: str
+    verdict: str  # met, MISSED, no target, n/a (quick)
+
+    def cells(self, date: str) -> list[str]:
+        """Return the row's cells, with the date of the run that measured it."""
+        return [self.part, self.measure, self.target, self.result, self.verdict, date]
+
+
+@dataclass
+class PartResult:
+    """What one benchmark part returns: its tables, and its rows of the summary."""
+
+    tables: list[Table]
+    summary: list[SummaryRow] = field(default_factory=list)
+
+
 def median(values: Sequence[float]) -> float:
     """Return the median, or NaN for no values."""
     return statistics.median(values) if values else float("nan")
@@ -257,21 +280,90 @@ def machine_facts() -> list[str]:
     ]
 
 
-def results_append(command: str, facts: list[str], tables: list[Table], seconds: float) -> None:
-    """Append one run (facts and tables) to bench/RESULTS.md, creating it if needed."""
-    if not RESULTS_PATH.exists():
-        RESULTS_PATH.write_text(
-            "# Benchmark results\n\n"
-            "Appended by every `make bench` run (`python -m bench`); newest last. Ratios and\n"
-            "medians come from variants interleaved in one run on a shared, noisy machine: quote\n"
-            "ratios, not absolute numbers, and runs marked quick not at all.\n"
+SUMMARY_START = (
+    "<!-- summary: rewritten by every full `python -m bench` run; do not edit by hand -->"
+)
+SUMMARY_END = "<!-- /summary -->"
+SUMMARY_HEADERS = ["part", "measure", "target", "result", "verdict", "measured"]
+# The order of the parts in the summary; parts not named here follow, alphabetically.
+SUMMARY_ORDER = (
+    "crypto",
+    "memory",
+    "http",
+    "scan",
+    "rotation",
+    "dashboard",
+    "report",
+    "load",
+    "chain",
+)
+RESULTS_HEADER = """# Benchmark results
+
+Rerun everything with `make bench` (`python -m bench all`; one part: `python -m bench PART`).
+The summary below holds one row per headline figure of every benchmark part; a full run of a part
+rewrites that part's rows (quick runs never do) and every run appends its full tables at the end of
+this file, newest last. Ratios and medians come from variants interleaved in one run on a shared,
+noisy machine: quote ratios, not absolute numbers, and runs marked quick not at all.
+"""
+
+
+def _summary_parse(text: str) -> tuple[list[str], dict[str, list[list[str]]]]:
+    """Return the facts and the rows by part of the summary block in `text` (none if absent)."""
+    if SUMMARY_START not in text or SUMMARY_END not in text:
+        return [], {}
+    block = text.split(SUMMARY_START, 1)[1].split(SUMMARY_END, 1)[0]
+    facts, rows = [], {}
+    for line in block.splitlines():
+        if line.startswith("- "):
+            facts.append(line[2:])
+        elif line.startswith("| ") and not line.startswith("| ---"):
+            cells = [cell.strip() for cell in line.strip().strip("|").split(" | ")]
+            if len(cells) == len(SUMMARY_HEADERS) and cells != SUMMARY_HEADERS:
+                rows.setdefault(cells[0], []).append(cells)
+    return facts, rows
+
+
+def summary_markdown(facts: list[str], rows: dict[str, list[list[str]]]) -> str:
+    """Return the summary block: machine facts of the last full run, then one table."""
+    order = {part: index for index, part in enumerate(SUMMARY_ORDER)}
+    parts = sorted(rows, key=lambda part: (order.get(part, len(order)), part))
+    table = Table(
+        "Summary: every benchmark against its target",
+        SUMMARY_HEADERS,
+        [row for part in parts for row in rows[part]],
+    )
+    lines = [SUMMARY_START, "", *[f"- {fact}" for fact in facts], "", table.markdown(), SUMMARY_END]
+    return "\n".join(lines)
+
+
+def results_append(
+    command: str,
+    facts: list[str],
+    tables: list[Table],
+    seconds: float,
+    summary: list[SummaryRow] | None = None,
+) -> None:
+    """Append one run (facts and tables) to bench/RESULTS.md; rewrite its parts' summary rows."""
+    text = RESULTS_PATH.read_text() if RESULTS_PATH.exists() else RESULTS_HEADER
+    if summary:
+        _, rows = _summary_parse(text)
+        date = facts[0].removeprefix("Date: ").split(" ")[0]
+        for part in {row.part for row in summary}:
+            rows[part] = [row.cells(date) for row in summary if row.part == part]
+        block = summary_markdown(
+            [f"Last full run: {facts[0].removeprefix('Date: ')}, `{command}`", *facts[1:]], rows
         )
+        if SUMMARY_START in text and SUMMARY_END in text:
+            before, rest = text.split(SUMMARY_START, 1)
+            text = before + block + rest.split(SUMMARY_END, 1)[1]
+        else:
+            head, sep, rest = text.partition("\n## ")
+            text = head.rstrip("\n") + "\n\n" + block + "\n" + (sep + rest if sep else "")
     lines = [f"\n## Run of {facts[0].removeprefix('Date: ')}: `{command}`\n"]
     lines.extend(f"- {fact}" for fact in facts[1:])
     lines.append(f"- Wall time: {seconds:.0f} s\n")
     lines.extend(table.markdown() for table in tables)
-    with RESULTS_PATH.open("a") as out:
-        out.write("\n".join(lines))
+    RESULTS_PATH.write_text(text.rstrip("\n") + "\n" + "\n".join(lines))
 
 
 def progress(message: str) -> None:

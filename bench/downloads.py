@@ -192,9 +192,10 @@ def fixtures_main(spec_path: str) -> None:
     import django
 
     django.setup()
+    from importlib import import_module
+
     from django.conf import settings
     from django.contrib.auth import get_user_model, login
-    from django.contrib.sessions.backends.db import SessionStore
     from django.core.files import File
     from django.core.management import call_command
     from django.http import HttpRequest
@@ -209,7 +210,8 @@ def fixtures_main(spec_path: str) -> None:
     Membership.objects.create(user=user, company=company)
     # The real login() on a bare request, its session saved to the database like any other.
     request = HttpRequest()
-    request.session = SessionStore()
+    # The configured engine (hashed keys): the cookie carries the raw key, the row its hash.
+    request.session = import_module(settings.SESSION_ENGINE).SessionStore()
     login(request, user, backend="django.contrib.auth.backends.ModelBackend")
     request.session.save()
     cookie = f"{settings.SESSION_COOKIE_NAME}={request.session.session_key}"
