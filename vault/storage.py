@@ -88,15 +88,28 @@ class DecryptedFile(File):
         self.seek(0)
         yield from self.segments()
 
-    def segments(self) -> Iterator[bytes]:
-        """Yield the plaintext from the current position, one authenticated segment at a time."""
+    def segments(self, *, read_ahead: int = 0) -> Iterator[bytes]:
+        """Yield the plaintext from the current position, one authenticated segment at a time.
+
+        `read_ahead` segments are decrypted ahead in a thread (see DecryptingReader.segments):
+        for large files only, where it overlaps decryption with the caller's socket writes.
+        """
         segments = getattr(self.file, "segments", None)
-        pieces = (
-            segments() if segments else iter(lambda: self.file.read(fileformat.SEGMENT_SIZE), b"")
-        )
-        for piece in pieces:
-            self.delivered += len(piece)
-            yield piece
+        if segments is None:
+            pieces = iter(lambda: self.file.read(fileformat.SEGMENT_SIZE), b"")
+        elif read_ahead > 0:
+            pieces = segments(read_ahead=read_ahead)
+        else:
+            pieces = segments()
+        try:
+            for piece in pieces:
+                self.delivered += len(piece)
+                yield piece
+        finally:
+            # Stops a read-ahead thread now, before anyone closes the file under it.
+            close = getattr(pieces, "close", None)
+            if close is not None:
+                close()
 
 
 def legacy_read_enabled() -> bool:

@@ -92,6 +92,16 @@ def pdf(alice):
     return document_make(company_of(alice), PDF, "Q3 figures.txt")
 
 
+@pytest.fixture(params=["direct", "read-ahead"])
+def read_ahead(request, monkeypatch):
+    """Serve every size directly, or every size through the read-ahead thread (large files' path)."""
+    from vault import downloads
+
+    if request.param == "read-ahead":
+        monkeypatch.setattr(downloads, "READ_AHEAD_MIN_BYTES", 0)
+    return request.param
+
+
 @pytest.fixture
 def big(alice):
     """Five small segments of Acme's, filled exactly (the last full segment is marked last)."""
@@ -459,7 +469,7 @@ def test_legacy_fernet_file_downloads(client, alice, media_root):
         ("bytes=0-", 0, 4999),
     ],
 )
-def test_single_ranges(client, alice, big, header, first, last):
+def test_single_ranges(read_ahead, client, alice, big, header, first, last):
     document, data = big
     client.force_login(alice)
     response = client.get(download_url(document), HTTP_RANGE=header)
@@ -625,7 +635,7 @@ def test_no_recorder_means_nothing_is_served(client, alice, pdf, monkeypatch):
     assert events() == []
 
 
-def test_failure_mid_stream_raises_and_is_recorded(client, alice, big, media_root):
+def test_failure_mid_stream_raises_and_is_recorded(read_ahead, client, alice, big, media_root):
     document, data = big
     flip(media_root / document.file.name, fileformat.HEADER_SIZE + 2 * SEGMENT + 5)
     client.force_login(alice)
@@ -653,7 +663,7 @@ def test_failure_mid_stream_raises_and_is_recorded(client, alice, big, media_roo
 
 @pytest.mark.django_db(transaction=True)
 def test_server_drops_the_connection_short_of_content_length(
-    client, alice, live_server, media_root
+    read_ahead, client, alice, live_server, media_root
 ):
     data = os.urandom(FIRST_SEGMENT + 4 * LATER_SEGMENT)
     document = document_make(company_of(alice), data, "big.bin", segment_size=SEGMENT)
@@ -799,7 +809,9 @@ def test_a_row_claiming_fewer_bytes_still_gets_the_whole_file(client, alice, big
     assert response["Content-Range"] == "bytes 0-9/5000"
 
 
-def test_a_failure_mid_stream_records_the_bytes_actually_sent(client, alice, big, media_root):
+def test_a_failure_mid_stream_records_the_bytes_actually_sent(
+    read_ahead, client, alice, big, media_root
+):
     document, _ = big
     flip(media_root / document.file.name, fileformat.HEADER_SIZE + 2 * SEGMENT + 5)
     client.force_login(alice)

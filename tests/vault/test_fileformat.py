@@ -143,7 +143,12 @@ def decrypt_streamed(ciphertext: bytes, keys=KEYS) -> bytes:
         return b"".join(reader.segments())
 
 
-DECRYPTERS = [decrypt_seekable, decrypt_sequential, decrypt_streamed]
+def decrypt_read_ahead(ciphertext: bytes, keys=KEYS) -> bytes:
+    with DecryptingReader(io.BytesIO(ciphertext), keys) as reader:
+        return b"".join(reader.segments(read_ahead=2))
+
+
+DECRYPTERS = [decrypt_seekable, decrypt_sequential, decrypt_streamed, decrypt_read_ahead]
 
 
 def assert_rejected(ciphertext: bytes, plaintext: bytes = b"", keys=KEYS) -> None:
@@ -151,10 +156,14 @@ def assert_rejected(ciphertext: bytes, plaintext: bytes = b"", keys=KEYS) -> Non
     for decrypt in DECRYPTERS:
         with pytest.raises(DecryptionError):
             decrypt(ciphertext, keys)
-    for source in (io.BytesIO(ciphertext), Pipe(ciphertext)):
+    for source, ahead in (
+        (io.BytesIO(ciphertext), 0),
+        (Pipe(ciphertext), 0),
+        (io.BytesIO(ciphertext), 2),
+    ):
         released = []
         with pytest.raises(DecryptionError), DecryptingReader(source, keys) as reader:
-            for piece in reader.segments():
+            for piece in reader.segments(read_ahead=ahead):
                 released.append(bytes(piece))
         assert plaintext.startswith(b"".join(released))
 
@@ -1256,3 +1265,64 @@ def test_encryptor_releases_ciphertext_as_segments_fill_and_refuses_misuse():
         pushed.finalize()
     with pytest.raises(TypeError):
         Encryptor(KEY, KEY_ID).update("text")
+
+
+# Read-ahead: the same plaintext and the same failures, decrypted in a thread ------------------
+
+
+def _read_ahead_threads() -> list:
+    import threading
+
+    return [thread for thread in threading.enumerate() if thread.name == "docvault-read-ahead"]
+
+
+@pytest.mark.parametrize("start", [0, 1, FIRST - 1, FIRST, FIRST + 5 * LATER + 7])
+def test_read_ahead_from_any_position_gives_the_same_plaintext(start):
+    plaintext = data(FIRST + 9 * LATER + 100, seed=3)
+    with DecryptingReader(io.BytesIO(seal(plaintext)), KEYS) as reader:
+        reader.seek(start)
+        assert b"".join(reader.segments(read_ahead=3)) == plaintext[start:]
+        assert reader.tell() == len(plaintext)
+    assert _read_ahead_threads() == []
+
+
+def test_a_read_ahead_failure_is_reported_once_in_the_callers_thread_at_its_segment():
+    import threading
+
+    plaintext = data(FIRST + 6 * LATER, seed=4)
+    ciphertext = seal(plaintext)
+    start, _ = segment_spans(ciphertext)[4]
+    failures = []
+
+    def on_failure(exc):
+        failures.append((exc.reason, threading.current_thread().name))
+
+    released = []
+    reader = DecryptingReader(io.BytesIO(flip(ciphertext, start + 3)), KEYS, on_failure=on_failure)
+    with pytest.raises(DecryptionError, match="segment 4"), reader:
+        for piece in reader.segments(read_ahead=2):
+            released.append(bytes(piece))
+    # Every segment before the bad one, and nothing of it or after it.
+    assert b"".join(released) == plaintext[: FIRST + 3 * LATER]
+    assert failures == [("segment 4 failed authentication", threading.current_thread().name)]
+    assert _read_ahead_threads() == []
+
+
+def test_closing_a_read_ahead_early_stops_its_thread_before_the_file_closes():
+    plaintext = data(FIRST + 40 * LATER, seed=5)
+    reader = DecryptingReader(io.BytesIO(seal(plaintext)), KEYS)
+    segments = reader.segments(read_ahead=2)
+    assert bytes(next(segments)) == plaintext[:FIRST]
+    assert bytes(next(segments)) == plaintext[FIRST : FIRST + LATER]
+    segments.close()
+    assert _read_ahead_threads() == []
+    reader.close()
+
+
+def test_read_ahead_on_a_sequential_stream_reads_in_order_without_a_thread():
+    plaintext = data(FIRST + 5 * LATER, seed=6)
+    with DecryptingReader(Pipe(seal(plaintext)), KEYS) as reader:
+        segments = reader.segments(read_ahead=2)
+        assert bytes(next(segments)) == plaintext[:FIRST]
+        assert _read_ahead_threads() == []
+        assert bytes(next(segments)) + b"".join(segments) == plaintext[FIRST:]

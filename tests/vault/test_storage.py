@@ -203,3 +203,14 @@ def test_a_failure_met_by_any_read_method_is_recorded_once(media_root, method):
     outcomes = list(events.values_list("outcome", "key_id"))
     key_id = keyring().primary.key_id_hex
     assert outcomes[-2:] == [("allowed", key_id), ("failed", key_id)]
+
+
+def test_read_ahead_serves_the_same_plaintext_on_either_storage(inner_storage, settings):
+    """The read-ahead thread reads the ciphertext (a file, or ranged GETs on the bucket) alone."""
+    storage = EncryptedStorage(inner=inner_storage, segment_size=1024)
+    data = os.urandom(20_000)
+    name = storage.save("d/ahead", ContentFile(data))
+    with access_context(action=Action.DOWNLOAD), storage.open(name) as plain:
+        plain.seek(3_000)
+        assert b"".join(plain.segments(read_ahead=2)) == data[3_000:]
+        assert plain.delivered == len(data) - 3_000
