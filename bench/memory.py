@@ -23,6 +23,8 @@ from .common import (
     MIB,
     PYTHON,
     ROOT,
+    PartResult,
+    SummaryRow,
     Table,
     bench_env,
     peak_reset,
@@ -93,7 +95,7 @@ def _child_run(operation: str, argument: str, env: dict[str, str]) -> dict[str, 
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def run(quick: bool) -> list[Table]:
+def run(quick: bool) -> PartResult:
     """Measure the storage's peak memory growth at 1 GB (quick: 64 MB) and return the table."""
     size = 64_000_000 if quick else 1_000_000_000
     table = Table(
@@ -101,6 +103,7 @@ def run(quick: bool) -> list[Table]:
         + (" (QUICK smoke run, not for quoting)" if quick else ""),
         ["operation", "size", "peak growth MiB", "target MiB", "time s", "MB/s", "verdict"],
     )
+    summary: list[SummaryRow] = []
     with tempfile.TemporaryDirectory(prefix="docvault-bench-memory-") as folder:
         tmp = Path(folder)
         env = bench_env(tmp, "config.settings")
@@ -118,6 +121,15 @@ def run(quick: bool) -> list[Table]:
             growth = (int(result["hwm_after_kib"]) - int(result["hwm_before_kib"])) * 1024 / MIB
             seconds = float(result["seconds"])
             met = growth <= TARGET_MIB
+            summary.append(
+                SummaryRow(
+                    "memory",
+                    f"peak memory growth, {operation} of {size_label(size)} through the storage",
+                    f"<= {TARGET_MIB} MiB",
+                    f"+{growth:.1f} MiB",
+                    "n/a (quick)" if quick else ("met" if met else "MISSED"),
+                )
+            )
             table.rows.append(
                 [
                     operation,
@@ -140,7 +152,7 @@ def run(quick: bool) -> list[Table]:
             f"{int(decrypted['rss_before_kib']) / 1024:.0f} MiB (decrypt). Time includes the "
             "save's fsync and, for decrypt, SHA-256 of the plaintext (the round-trip check)."
         )
-    return [table]
+    return PartResult([table], summary)
 
 
 if __name__ == "__main__":
