@@ -351,7 +351,7 @@ def results_append(
         for part in {row.part for row in summary}:
             rows[part] = [row.cells(date) for row in summary if row.part == part]
         block = summary_markdown(
-            [f"Last full run: {facts[0].removeprefix('Date: ')}, `{command}`", *facts[1:]], rows
+            [f"Last updated: {facts[0].removeprefix('Date: ')}, by `{command}`", *facts[1:]], rows
         )
         if SUMMARY_START in text and SUMMARY_END in text:
             before, rest = text.split(SUMMARY_START, 1)
