@@ -152,7 +152,12 @@ def access_event_record(access: Access) -> AccessEvent:
     alias = router.db_for_write(AccessEvent)
     connection = connections[alias]
     durable = not (outcome == Outcome.ALLOWED and action in TRANSACTIONAL_ACTIONS)
-    if durable and connection.vendor == "postgresql" and not connection.in_atomic_block:
+    if (
+        durable
+        and connection.vendor == "postgresql"
+        and not connection.in_atomic_block
+        and connection.get_autocommit()
+    ):
         pk = _append_postgresql(connection, values, chain_key)
     else:
         pk = _append_atomic(connection, alias, values, chain_key, durable, action, outcome)
