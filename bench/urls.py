@@ -8,10 +8,11 @@ from vault import downloads
 
 from . import baseline_views
 
-if os.environ.get("BENCH_NO_READ_AHEAD"):
-    # The diagnostic server of `python -m bench http`: every segment decrypted in the serving
-    # thread, to measure what the read-ahead buys against it, side by side.
-    downloads.READ_AHEAD_MIN_BYTES = 1 << 62
+if os.environ.get("BENCH_READ_AHEAD_FLIP"):
+    # The diagnostic server of `python -m bench http`: the download view's read-ahead turned the
+    # other way from its default here (on from 4 MiB where the default is off, and off where it
+    # is on), to measure what it buys, side by side.
+    downloads.READ_AHEAD_MIN_BYTES = 4 << 20 if downloads.READ_AHEAD_MIN_BYTES is None else None
 
 urlpatterns = [
     path("bench/plain/<str:name>", baseline_views.plain_download, name="bench_plain"),

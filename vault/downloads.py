@@ -35,6 +35,7 @@ any synchronous streaming response whole before sending it.
 
 import contextvars
 import logging
+import os
 import time
 import uuid
 from typing import Any
@@ -77,8 +78,19 @@ CSP_PDF = "default-src 'none'; object-src 'self'; style-src 'unsafe-inline'"
 CSP_IMAGE = "default-src 'none'; img-src 'self'; style-src 'unsafe-inline'; sandbox"
 KEY_MISSING_STAFF = "Encryption key not configured."
 TRY_AGAIN = "Please try again later."
-# Bytes from which a response decrypts ahead in a thread, and how many segments ahead (bench/).
-READ_AHEAD_MIN_BYTES = 4 << 20
+
+
+def _usable_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+# Bytes from which a response decrypts ahead in a thread, and how many segments ahead. The thread
+# gains only with a core of its own while the server writes: on 2 cores (bench/RESULTS.md,
+# 2026-11-29) it made 10 MB and 100 MB downloads 3-12% slower, so it starts from 3 usable cores.
+READ_AHEAD_MIN_BYTES: int | None = 4 << 20 if _usable_cores() > 2 else None
 READ_AHEAD_SEGMENTS = 2
 
 
@@ -224,7 +236,8 @@ def _respond(request: HttpRequest, document: Document, file: Any, plan: _Plan) -
         length = size if byte_range is None else byte_range[1] - start + 1
         # Large responses decrypt the next segments in a thread while the server writes the
         # current one; below a few segments starting the thread costs more than it saves.
-        read_ahead = READ_AHEAD_SEGMENTS if length >= READ_AHEAD_MIN_BYTES else 0
+        threshold = READ_AHEAD_MIN_BYTES
+        read_ahead = READ_AHEAD_SEGMENTS if threshold is not None and length >= threshold else 0
         segments = file.segments(read_ahead=read_ahead)
         first = next(segments, b"")
         stream = PlaintextStream(
