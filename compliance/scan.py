@@ -1,0 +1,607 @@
+"""The storage scan: classify every stored file, cross-check the database, certify the result.
+
+`storage_scan()` walks the whole inner storage (every name, not only the documents' files) through
+the Django Storage API, so it scans a local folder and an object store alike. For each file it reads
+the first bytes and says what it is: Docvault ciphertext and its key ID (configured or not), a legacy
+Fernet token and which configured key opens it, or plaintext and what it looks like. A full scan also
+authenticates every segment of every Docvault file. It then compares the files with the document
+rows: files without a row (orphans), rows without a file (missing), rows whose file ID, key ID or
+size disagree with their file, files written for another document.
+
+The run and its findings are stored, with a one-line certification and the SHA-256 digest of the
+inventory: one JSON line `[name, size, format, key ID]` per file, sorted by name (code points), the
+vault's own files under `_docvault/` left out (`vault_scan --inventory FILE` writes those lines).
+"""
+
+import hashlib
+import json
+import re
+import uuid
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, TextIO
+
+from cryptography.fernet import Fernet, InvalidToken
+from django.conf import settings
+from django.core.files.storage import Storage
+from django.db import transaction
+from django.utils import timezone
+
+from vault import fileformat
+from vault.access import Access, Action, Outcome, access_context, access_record
+from vault.fileformat import DecryptionError, Kind
+from vault.keys import KeyRing, keyring
+from vault.mime import SNIFF_BYTES, UNKNOWN, mime_sniff
+from vault.models import Document
+from vault.storage import EncryptedStorage
+
+from .models import ScanFinding, ScanRun
+
+# The vault's own files (published chain heads, ...): plaintext by design, never documents.
+RESERVED_PREFIX = "_docvault/"
+# What vault.atomic.atomic_write writes before linking a file into place: an upload in progress,
+# or the leftover of a crash.
+PARTIAL_NAME = re.compile(r"(?:^|/)\.docvault-[^/]*\.part$")
+LEGACY_MAX_SIZE_SETTING = "VAULT_LEGACY_MAX_SIZE"
+DEFAULT_LEGACY_MAX_SIZE = 200 << 20
+
+FORMAT_V1 = "v1"
+FORMAT_LEGACY = "fernet"
+FORMAT_PLAINTEXT = "plaintext"
+FORMAT_UNKNOWN = "unknown"
+CIPHERTEXT_FORMATS = frozenset({FORMAT_V1, FORMAT_LEGACY})
+
+Finding = ScanFinding.Kind
+
+
+@dataclass
+class FileEntry:
+    """What the scan learnt about one stored file."""
+
+    name: str
+    size: int
+    format: str
+    key_id: str = ""
+    plaintext_size: int | None = None
+    file_id: str = ""
+    # The document a v2 header names (None: not v2, or written for no document).
+    bound_to: uuid.UUID | None = None
+    mime: str = ""
+    problem: str = ""
+    detail: str = ""
+
+    @property
+    def opens(self) -> bool:
+        """Return whether the file is ciphertext a configured key opens (as far as was checked)."""
+        return self.format in CIPHERTEXT_FORMATS and not self.problem
+
+    def inventory_line(self) -> str:
+        """Return the file's line of the inventory, as hashed into the digest."""
+        return json.dumps([self.name, self.size, self.format, self.key_id]) + "\n"
+
+
+@dataclass(frozen=True)
+class _Row:
+    pk: uuid.UUID
+    title: str
+    file_id: str
+    key_id: str
+    size: int
+
+
+Progress = Callable[[FileEntry], None]
+
+
+# Walking and classifying -------------------------------------------------------------------------
+
+
+def scan_storage() -> Storage:
+    """Return the storage that holds the ciphertext: the inner storage of EncryptedStorage."""
+    return EncryptedStorage().inner
+
+
+def storage_walk(storage: Storage, path: str = "") -> Iterator[str]:
+    """Yield every file name under `path`, sorted by code point, through the Storage API only.
+
+    Each folder's entries are sorted with a folder `x` as `x/`, so the names come out in the order
+    of a sort of the full names: the inventory digest needs no list of every name in memory.
+    """
+    folders, files = storage.listdir(path)
+    entries = [(f"{folder}/", True) for folder in folders if folder]
+    entries += [(name, False) for name in files if name]
+    for entry, is_folder in sorted(entries):
+        name = f"{path}{entry}" if not path or path.endswith("/") else f"{path}/{entry}"
+        if is_folder:
+            yield from storage_walk(storage, name)
+        else:
+            yield name
+
+
+def legacy_max_size() -> int:
+    """Return the largest legacy Fernet file the scan decrypts to find its key, in bytes."""
+    return int(getattr(settings, LEGACY_MAX_SIZE_SETTING, DEFAULT_LEGACY_MAX_SIZE))
+
+
+def file_classify(storage: Storage, name: str, ring: KeyRing, *, full: bool = False) -> FileEntry:
+    """Return what the stored file `name` is; a full check authenticates every segment.
+
+    Reads only the first bytes, except to open a legacy token (whole, up to the legacy cap) and in
+    a full check. Raises OSError (FileNotFoundError when it vanished meanwhile).
+    """
+    size = storage.size(name)
+    with storage.open(name, "rb") as handle:
+        head = handle.read(fileformat.CLASSIFY_BYTES)
+        found = fileformat.classify(head)
+        if found.kind is Kind.V1:
+            return _docvault_check(handle, name, size, found, ring, full=full)
+        if found.kind is Kind.LEGACY:
+            return _legacy_check(handle, head, name, size, ring)
+        if len(head) == fileformat.CLASSIFY_BYTES:
+            head += handle.read(SNIFF_BYTES - len(head))
+    return _other_describe(name, size, head)
+
+
+def _docvault_check(
+    handle: Any,
+    name: str,
+    size: int,
+    found: fileformat.Classification,
+    ring: KeyRing,
+    *,
+    full: bool,
+) -> FileEntry:
+    key_id = found.key_id.hex() if found.key_id else ""
+    entry = FileEntry(
+        name,
+        size,
+        FORMAT_V1,
+        key_id=key_id,
+        file_id=found.file_id.hex() if found.file_id else "",
+    )
+    try:
+        entry.plaintext_size = fileformat.plaintext_size(size, found.segment_size)
+    except (DecryptionError, ValueError) as exc:
+        reason = exc.reason if isinstance(exc, DecryptionError) else str(exc)
+        entry.problem, entry.detail = Finding.DECRYPTION_FAILED, f"impossible file: {reason}"
+        return entry
+    if found.key_id not in ring.file_keys:
+        entry.problem = Finding.UNKNOWN_KEY
+        entry.detail = f"encrypted under key ID {key_id}, which no configured key has"
+        return entry
+    if full and not PARTIAL_NAME.search(name):
+        handle.seek(0)
+        try:
+            reader = fileformat.DecryptingReader(handle, ring.file_keys)
+            for _segment in reader.segments():
+                pass
+        except DecryptionError as exc:
+            entry.problem, entry.detail = Finding.DECRYPTION_FAILED, exc.reason
+    return entry
+
+
+def _legacy_check(handle: Any, head: bytes, name: str, size: int, ring: KeyRing) -> FileEntry:
+    entry = FileEntry(name, size, FORMAT_LEGACY)
+    cap = legacy_max_size()
+    if size > cap:
+        entry.problem = Finding.LEGACY_UNOPENED
+        entry.detail = f"legacy Fernet file larger than the {cap}-byte legacy cap: not checked"
+        return entry
+    token = head + handle.read()
+    for key in ring.keys:
+        try:
+            plaintext = Fernet(key.fernet_key).decrypt(token)
+        except InvalidToken:
+            continue
+        entry.key_id, entry.plaintext_size = key.key_id_hex, len(plaintext)
+        return entry
+    entry.problem = Finding.LEGACY_UNOPENED
+    entry.detail = "legacy Fernet token that no configured key opens"
+    return entry
+
+
+def _other_describe(name: str, size: int, head: bytes) -> FileEntry:
+    if head.startswith(b"\x89DVLT\r\n\x1a") and len(head) > 8:
+        return FileEntry(
+            name,
+            size,
+            FORMAT_UNKNOWN,
+            problem=Finding.UNKNOWN_FORMAT,
+            detail=f"Docvault file of unsupported format version {head[8]}",
+        )
+    mime = mime_sniff(head) if head else UNKNOWN
+    if mime == UNKNOWN:
+        detail = "empty file" if not head else "neither Docvault nor Fernet; no known file type"
+        return FileEntry(
+            name, size, FORMAT_UNKNOWN, mime=mime, problem=Finding.UNKNOWN_FORMAT, detail=detail
+        )
+    return FileEntry(
+        name,
+        size,
+        FORMAT_PLAINTEXT,
+        mime=mime,
+        problem=Finding.PLAINTEXT,
+        detail=f"not encrypted: looks like {mime}",
+    )
+
+
+# The scan ----------------------------------------------------------------------------------------
+
+
+class _Tally:
+    """Counts, findings and the inventory digest, accumulated file by file."""
+
+    def __init__(
+        self, ring: KeyRing, rows: dict[str, _Row], inventory: TextIO | None = None
+    ) -> None:
+        self.inventory = inventory
+        self.ring = ring
+        self.rows = rows
+        self.seen: set[str] = set()
+        self.files = 0
+        self.bytes = 0
+        self.reserved = 0
+        self.unbound = 0
+        self.by_format: dict[str, dict[str, int]] = {}
+        self.by_key: dict[str, dict[str, Any]] = {}
+        self.findings: list[ScanFinding] = []
+        self.orphans: list[FileEntry] = []
+        self.digest = hashlib.sha256()
+
+    def finding(
+        self,
+        path: str,
+        kind: str,
+        detail: str,
+        entry: FileEntry | None = None,
+        document: uuid.UUID | None = None,
+    ) -> None:
+        self.findings.append(
+            ScanFinding(
+                path=path[:1024],
+                kind=kind,
+                detail=detail[:500],
+                file_format=entry.format if entry else "",
+                key_id=entry.key_id if entry else "",
+                document_id=document,
+            )
+        )
+
+    def add(self, entry: FileEntry) -> None:
+        self.files += 1
+        self.bytes += entry.size
+        line = entry.inventory_line()
+        self.digest.update(line.encode())
+        if self.inventory is not None:
+            self.inventory.write(line)
+        counts = self.by_format.setdefault(entry.format, {"files": 0, "bytes": 0})
+        counts["files"] += 1
+        counts["bytes"] += entry.size
+        if entry.key_id:
+            self._key_count(entry)
+        row = self.rows.get(entry.name)
+        if entry.problem:
+            self.finding(entry.name, entry.problem, entry.detail, entry, row.pk if row else None)
+        if entry.format in CIPHERTEXT_FORMATS and entry.bound_to is None:
+            self.unbound += 1
+        if PARTIAL_NAME.search(entry.name):
+            self.finding(
+                entry.name,
+                Finding.PARTIAL,
+                "a file being written (an upload in progress) or left by a crash",
+                entry,
+            )
+            return
+        if row is None:
+            self.orphans.append(entry)
+            return
+        self.seen.add(entry.name)
+        if entry.format in CIPHERTEXT_FORMATS:
+            self._row_compare(entry, row)
+
+    def _key_count(self, entry: FileEntry) -> None:
+        counts = self.by_key.get(entry.key_id)
+        if counts is None:
+            key = self.ring.get(bytes.fromhex(entry.key_id))
+            status = "unknown"
+            if key is not None:
+                status = "primary" if key is self.ring.primary else "decrypt-only"
+            counts = {
+                "label": key.label if key else "",
+                "status": status,
+                "files": 0,
+                "bytes": 0,
+                "formats": {},
+            }
+            self.by_key[entry.key_id] = counts
+        counts["files"] += 1
+        counts["bytes"] += entry.size
+        counts["formats"][entry.format] = counts["formats"].get(entry.format, 0) + 1
+
+    def _row_compare(self, entry: FileEntry, row: _Row) -> None:
+        if entry.bound_to is not None and entry.bound_to != row.pk:
+            owner = Document.objects.filter(pk=entry.bound_to).values_list("title", flat=True)
+            title = next(iter(owner), None)
+            named = f"document {entry.bound_to}" + (f" ({title})" if title else " (no such row)")
+            self.finding(
+                entry.name,
+                Finding.BOUND_ELSEWHERE,
+                f"the file was written for {named}, not for this document",
+                entry,
+                row.pk,
+            )
+            self.unbound += 1
+        differences = []
+        if entry.file_id != row.file_id:
+            differences.append(
+                f"file ID: row {row.file_id[:16] or 'none'}, file {entry.file_id[:16] or 'none'}"
+            )
+        if (
+            entry.key_id
+            and entry.key_id != row.key_id
+            and (row.key_id or entry.format != FORMAT_LEGACY)
+        ):
+            differences.append(f"key ID: row {row.key_id or 'none'}, file {entry.key_id}")
+        if entry.plaintext_size is not None and entry.plaintext_size != row.size:
+            differences.append(f"size: row {row.size}, file {entry.plaintext_size}")
+        if differences:
+            self.finding(entry.name, Finding.MISMATCH, "; ".join(differences), entry, row.pk)
+
+
+def _rows_load() -> dict[str, _Row]:
+    rows = {}
+    values = Document.objects.values_list("file", "pk", "title", "file_id", "key_id", "size")
+    for name, pk, title, file_id, key_id, size in values.iterator(chunk_size=5000):
+        rows[name] = _Row(pk, title, file_id, key_id, size)
+    return rows
+
+
+def storage_scan(
+    full: bool = False,
+    progress: Progress | None = None,
+    *,
+    user: Any = None,
+    operator: str = "",
+    request: Any = None,
+    storage: Storage | None = None,
+    inventory: TextIO | None = None,
+) -> ScanRun:
+    """Scan every stored file, store the run and its findings, record one access event; return it.
+
+    `user` (the dashboard) or `operator` (the OS user of a command) is who ran it. `progress` is
+    called after each file; `inventory`, if given, receives the lines the digest covers. Raises ImproperlyConfigured with no key, RecordError if the scan cannot
+    be recorded (then nothing is stored).
+    """
+    ring = keyring()
+    storage = storage or scan_storage()
+    started_at = timezone.now()
+    rows = _rows_load()
+    tally = _Tally(ring, rows, inventory)
+    for name in storage_walk(storage):
+        if name.startswith(RESERVED_PREFIX):
+            tally.reserved += 1
+            continue
+        try:
+            entry = file_classify(storage, name, ring, full=full)
+        except FileNotFoundError:
+            continue  # deleted since it was listed: no longer part of the storage
+        except OSError as exc:
+            entry = FileEntry(
+                name, 0, FORMAT_UNKNOWN, problem=Finding.UNREADABLE, detail=_os_error(exc)
+            )
+        tally.add(entry)
+        if progress is not None:
+            progress(entry)
+    _recheck_and_close(tally, storage)
+    finished_at = timezone.now()
+    run = _run_build(tally, full, started_at, finished_at, storage, user, operator)
+    _run_record(run, user=user, operator=operator, request=request)
+    with transaction.atomic():
+        run.save()
+        for finding in tally.findings:
+            finding.run = run
+        ScanFinding.objects.bulk_create(tally.findings, batch_size=1000)
+    return run
+
+
+def _recheck_and_close(tally: _Tally, storage: Storage) -> None:
+    """Turn unmatched files into orphans and unseen rows into missing, rechecked against now."""
+    # Uploads and deletes go on while a scan runs: a row created after the rows were read, or a
+    # file deleted after its folder was listed, is not a finding.
+    orphan_names = [entry.name for entry in tally.orphans]
+    late_rows: dict[str, _Row] = {}
+    for start in range(0, len(orphan_names), 500):
+        chunk = orphan_names[start : start + 500]
+        for name, pk, title, file_id, key_id, size in Document.objects.filter(
+            file__in=chunk
+        ).values_list("file", "pk", "title", "file_id", "key_id", "size"):
+            late_rows[name] = _Row(pk, title, file_id, key_id, size)
+    for entry in tally.orphans:
+        row = late_rows.get(entry.name)
+        if row is not None:
+            if entry.format in CIPHERTEXT_FORMATS:
+                tally._row_compare(entry, row)
+            continue
+        detail = "no document row has this stored name"
+        if entry.bound_to is not None:
+            detail += f"; its header names document {entry.bound_to}"
+            tally.unbound += 1
+        tally.finding(entry.name, Finding.ORPHAN, detail, entry)
+    unseen = [(name, row) for name, row in tally.rows.items() if name not in tally.seen]
+    still = (
+        set(
+            Document.objects.filter(pk__in=[row.pk for _, row in unseen]).values_list(
+                "pk", flat=True
+            )
+        )
+        if unseen
+        else set()
+    )
+    for name, row in unseen:
+        if row.pk not in still or (name and storage.exists(name)):
+            continue
+        tally.finding(
+            name or "(empty)",
+            Finding.MISSING,
+            f"document {row.pk} ({row.title}) has no file in storage",
+            document=row.pk,
+        )
+
+
+def _os_error(exc: OSError) -> str:
+    return f"cannot read: {exc.strerror or exc}"
+
+
+def _run_build(
+    tally: _Tally,
+    full: bool,
+    started_at: datetime,
+    finished_at: datetime,
+    storage: Storage,
+    user: Any,
+    operator: str,
+) -> ScanRun:
+    counts = Counter(finding.kind for finding in tally.findings)
+    blocking = {kind: n for kind, n in counts.items() if kind not in ScanFinding.NOTICES}
+    run = ScanRun(
+        started_at=started_at,
+        finished_at=finished_at,
+        kind=ScanRun.Kind.FULL if full else ScanRun.Kind.QUICK,
+        actor=user if getattr(user, "is_authenticated", False) else None,
+        actor_username=(
+            user.get_username() if getattr(user, "is_authenticated", False) else operator
+        )[:150],
+        storage=_storage_describe(storage),
+        files=tally.files,
+        bytes=tally.bytes,
+        reserved_files=tally.reserved,
+        unbound_files=tally.unbound,
+        counts_by_format=dict(sorted(tally.by_format.items())),
+        counts_by_key=dict(sorted(tally.by_key.items())),
+        finding_counts=dict(sorted(counts.items())),
+        verdict=ScanRun.Verdict.NOT_CERTIFIED if blocking else ScanRun.Verdict.CERTIFIED,
+        inventory_digest=tally.digest.hexdigest(),
+    )
+    run.certification = certification_line(run)
+    return run
+
+
+def _storage_describe(storage: Storage) -> str:
+    kind = type(storage).__name__
+    where = getattr(storage, "location", None) or getattr(storage, "bucket_name", None) or ""
+    return f"{kind} {where}".strip()[:255]
+
+
+_PROBLEM_WORDS = {
+    Finding.PLAINTEXT: "plaintext",
+    Finding.UNKNOWN_FORMAT: "of unknown format",
+    Finding.UNKNOWN_KEY: "under an unknown key",
+    Finding.LEGACY_UNOPENED: "legacy that no configured key opens",
+    Finding.DECRYPTION_FAILED: "failing authentication",
+    Finding.UNREADABLE: "unreadable",
+}
+
+
+def certification_line(run: ScanRun) -> str:
+    """Return the run's certification: the one line reports cite, with time, files and bytes."""
+    when = run.finished_at.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    head = f"At {when}, {run.files:,} files, {run.bytes:,} bytes"
+    counts = run.finding_counts
+    if run.verdict == ScanRun.Verdict.CERTIFIED:
+        checked = (
+            "every segment authenticated"
+            if run.kind == ScanRun.Kind.FULL
+            else "headers checked, segments not authenticated (quick scan)"
+        )
+        line = f"{head}: all ciphertext that configured keys open ({checked}); no document missing"
+        notices = [
+            f"{counts[kind]:,} {label}"
+            for kind, label in (
+                (Finding.ORPHAN, "without a document"),
+                (Finding.PARTIAL, "partial"),
+            )
+            if counts.get(kind)
+        ]
+        return line + (f"; {', '.join(notices)}." if notices else ".")
+    problems = [
+        f"{counts[kind]:,} {words}" for kind, words in _PROBLEM_WORDS.items() if counts.get(kind)
+    ]
+    rows = [
+        f"{counts[kind]:,} {words}"
+        for kind, words in (
+            (Finding.MISSING, "documents without a file"),
+            (Finding.MISMATCH, "files disagreeing with their document"),
+            (Finding.BOUND_ELSEWHERE, "files written for another document"),
+        )
+        if counts.get(kind)
+    ]
+    parts = []
+    if problems:
+        parts.append("NOT all ciphertext that configured keys open: " + ", ".join(problems))
+    else:
+        parts.append("all ciphertext that configured keys open")
+    parts.extend(rows)
+    return f"{head}: " + "; ".join(parts) + ". Not certified."
+
+
+def _run_record(run: ScanRun, *, user: Any, operator: str, request: Any) -> None:
+    """Record the scan in the access log, one event for the whole run: who, what kind, the counts."""
+    formats = ", ".join(f"{fmt} {c['files']}" for fmt, c in run.counts_by_format.items())
+    findings = ", ".join(f"{kind} {n}" for kind, n in run.finding_counts.items()) or "none"
+    reason = (
+        f"{run.kind} scan: {run.files} files, {run.bytes} bytes ({formats or 'none'}); "
+        f"findings: {findings}; {run.verdict}; inventory {run.inventory_digest[:16]}"
+    )
+    extra = {"operator": operator} if operator else {}
+    with access_context(action=Action.SCAN, user=user, request=request, extra=extra) as context:
+        access_record(Access(Outcome.ALLOWED, context, reason=reason))
+
+
+# What the command and the views show -------------------------------------------------------------
+
+
+def scan_run_summary(run: ScanRun, *, findings: bool = True) -> dict[str, Any]:
+    """Return the run as plain data (the command's --json)."""
+    data: dict[str, Any] = {
+        "id": run.pk,
+        "kind": run.kind,
+        "started_at": run.started_at.isoformat(),
+        "finished_at": run.finished_at.isoformat(),
+        "actor": run.actor_username,
+        "storage": run.storage,
+        "files": run.files,
+        "bytes": run.bytes,
+        "reserved_files": run.reserved_files,
+        "unbound_files": run.unbound_files,
+        "counts_by_format": run.counts_by_format,
+        "counts_by_key": run.counts_by_key,
+        "finding_counts": run.finding_counts,
+        "verdict": run.verdict,
+        "certified": run.certified,
+        "certification": run.certification,
+        "inventory_digest": run.inventory_digest,
+    }
+    if findings:
+        data["findings"] = [
+            {
+                "path": finding.path,
+                "kind": finding.kind,
+                "detail": finding.detail,
+                "format": finding.file_format,
+                "key_id": finding.key_id,
+                "document": str(finding.document_id) if finding.document_id else None,
+            }
+            for finding in run.findings.order_by("path", "kind").iterator()
+        ]
+    return data
+
+
+def scan_orphans(run: ScanRun) -> Iterator[str]:
+    """Yield the stored names of the run's orphans (files without a document), sorted."""
+    yield from (
+        run.findings.filter(kind=Finding.ORPHAN)
+        .order_by("path")
+        .values_list("path", flat=True)
+        .iterator()
+    )
