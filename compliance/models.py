@@ -4,6 +4,7 @@ from typing import Any, NoReturn
 
 from django.conf import settings
 from django.db import models
+from django.utils import timezone
 
 from vault.access import Action, Outcome
 
@@ -160,6 +161,11 @@ class ScanRun(models.Model):
 
     def __str__(self) -> str:
         return f"{self.get_kind_display()} scan of {self.started_at:%Y-%m-%d %H:%M} UTC"
+
+    @property
+    def age_days(self) -> int:
+        """Return how many whole days ago the scan finished."""
+        return (timezone.now() - self.finished_at).days
 
     @property
     def certified(self) -> bool:
