@@ -1,20 +1,24 @@
-"""The Docvault encrypted file format (v1), and the legacy Fernet files it replaces.
+"""The Docvault encrypted file format (v2, and v1 before it), and the legacy Fernet files it replaces.
 
 Pure Python over `cryptography`: no Django, so it can be read, tested and reused alone.
 
-A v1 file is a 21-byte Docvault header followed by a Google Tink AES-GCM-HKDF streaming ciphertext
-(AES256_GCM_HKDF_1MB parameters at the default segment size), exactly as Tink writes it::
+A file is a Docvault header followed by a Google Tink AES-GCM-HKDF streaming ciphertext
+(AES256_GCM_HKDF_1MB parameters at the default segment size), exactly as Tink writes it. New files
+are v2; v1 files (the same without the document ID) stay readable::
 
     offset  size  field
     0       8     magic b"\\x89DVLT\\r\\n\\x1a" (high-bit byte, CRLF and ^Z catch text mangling)
-    8       1     format version, 0x01
+    8       1     format version, 0x02 (0x01 for a v1 file)
     9       8     key ID (raw bytes; 16 hex characters elsewhere)
     17      4     ciphertext segment size, big-endian uint32 (default 1 MiB = 1048576)
-    -- the 21 bytes above are the Docvault header and the associated data of the Tink stream --
-    21      1     Tink header length, 0x28 (40)
-    22      32    random salt
-    54      7     random nonce prefix
-    61      ...   ciphertext segments, each plaintext + 16-byte GCM tag
+    21      16    document ID: the UUID of the document the file was written for, as 16 raw bytes;
+                  all zero for a file written outside any document (absent from v1)
+    -- the 37 bytes above (21 in v1) are the Docvault header and the associated data of the Tink
+       stream; every offset below is 16 less in v1 --
+    37      1     Tink header length, 0x28 (40)
+    38      32    random salt
+    70      7     random nonce prefix
+    77      ...   ciphertext segments, each plaintext + 16-byte GCM tag
 
     segment key = HKDF-SHA256(ikm=file key (32 bytes), salt=salt, info=Docvault header), 32 bytes
     nonce       = nonce prefix (7) | BE32(segment index) | 0x01 for the last segment else 0x00
@@ -23,14 +27,16 @@ A v1 file is a 21-byte Docvault header followed by a Google Tink AES-GCM-HKDF st
 Every ciphertext segment is `segment size` bytes long except that the first one counts the Tink
 header (it holds segment size - 56 plaintext bytes, later ones segment size - 16) and the last one
 may be shorter. A plaintext that exactly fills its segments has its last full segment marked last;
-an empty plaintext is 21 + 40 + 16 bytes.
+an empty plaintext is 37 + 40 + 16 bytes (v1: 21 + 40 + 16).
 
-The header is the HKDF info, so changing any header byte changes the key of every segment.
-Truncation (even at a segment boundary), reordering, dropped or spliced segments, appended bytes and
-wrong keys all fail authentication. Each segment is authenticated before any byte of it is released.
+The header is the HKDF info, so changing any header byte (the document ID included) changes the key
+of every segment. Truncation (even at a segment boundary), reordering, dropped or spliced segments,
+appended bytes and wrong keys all fail authentication. Each segment is authenticated before any
+byte of it is released. Whether the document ID is the right one is the caller's check: the reader
+exposes the authenticated value as `DecryptingReader.document_id`.
 
 Legacy files are raw Fernet tokens (``Fernet(key).encrypt(whole_file)``); they are decrypted whole,
-in memory, by `legacy_open`.
+in memory, by `legacy_open`, up to a size cap (LEGACY_MAX_SIZE by default).
 """
 
 import enum
@@ -49,8 +55,12 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 __all__ = [
     "CLASSIFY_BYTES",
+    "CURRENT_VERSION",
+    "DOCUMENT_ID_SIZE",
     "HEADER_SIZE",
     "KEY_ID_SIZE",
+    "LEGACY_MAX_SIZE",
+    "NO_DOCUMENT",
     "PREAMBLE_SIZE",
     "SEGMENT_SIZE",
     "Classification",
@@ -62,24 +72,29 @@ __all__ = [
     "classify",
     "decrypt_open",
     "encrypt",
+    "header_size",
     "legacy_open",
     "plaintext_size",
+    "preamble_size",
 ]
 
 SEGMENT_SIZE: int = 1 << 20
-HEADER_SIZE: int = 21
-PREAMBLE_SIZE: int = 61
-CLASSIFY_BYTES: int = 64
 KEY_ID_SIZE = 8
+DOCUMENT_ID_SIZE = 16
+NO_DOCUMENT = bytes(DOCUMENT_ID_SIZE)  # the document ID of a file written outside any document
+CURRENT_VERSION = 2  # what every writer writes; every version in _HEADERS stays readable
+# Enough for a v2 preamble (file ID included) and for telling a Fernet token by its alphabet.
+CLASSIFY_BYTES: int = 128
+# Legacy tokens are decrypted whole in memory; the replaced system stored small office files.
+LEGACY_MAX_SIZE: int = 256 << 20
 
 _MAGIC = b"\x89DVLT\r\n\x1a"
-_VERSION = 1
-_HEADER = struct.Struct(">8sB8sI")
+_FIXED = struct.Struct(">8sB8sI")  # the fields every version starts with
+_HEADERS = {1: _FIXED, 2: struct.Struct(">8sB8sI16s")}
 _KEY_SIZE = 32
 _SALT_SIZE = 32
 _NONCE_PREFIX_SIZE = 7
 _TINK_HEADER_SIZE = 1 + _SALT_SIZE + _NONCE_PREFIX_SIZE
-_SALT_OFFSET = HEADER_SIZE + 1  # after the Docvault header and Tink's header-length byte
 _TAG_SIZE = 16
 _NONCE_SUFFIX = struct.Struct(">IB")
 _MAX_SEGMENTS = 1 << 32  # the segment index is a 32-bit field of the nonce
@@ -89,8 +104,29 @@ _MIN_SEGMENT_SIZE = 1024
 _MAX_SEGMENT_SIZE = 1 << 26
 _FERNET_PREFIX = b"gAAAAA"  # version byte 0x80 and the zero high bits of the timestamp
 _BASE64URL = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
+# version, timestamp, IV, HMAC, plus a whole number (at least one) of 16-byte AES blocks
+_FERNET_OVERHEAD = 1 + 8 + 16 + 32
+_FERNET_MIN_CHARACTERS = 4 * -(-(_FERNET_OVERHEAD + 16) // 3)  # 100: an empty plaintext's token
 
-assert _HEADER.size == HEADER_SIZE and HEADER_SIZE + _TINK_HEADER_SIZE == PREAMBLE_SIZE
+
+def header_size(version: int) -> int:
+    """Return the size of the Docvault header (the Tink associated data) of format `version`."""
+    header = _HEADERS.get(version) if type(version) is int else None
+    if header is None:
+        raise ValueError(f"unknown format version {version!r}")
+    return header.size
+
+
+def preamble_size(version: int) -> int:
+    """Return the size of everything before the first ciphertext byte in format `version`."""
+    return header_size(version) + _TINK_HEADER_SIZE
+
+
+HEADER_SIZE: int = header_size(CURRENT_VERSION)  # 37
+PREAMBLE_SIZE: int = preamble_size(CURRENT_VERSION)  # 77
+
+assert header_size(1) == 21 and HEADER_SIZE == 37 and PREAMBLE_SIZE == 77
+assert CLASSIFY_BYTES >= PREAMBLE_SIZE
 
 
 class DecryptionError(Exception):
@@ -108,48 +144,80 @@ class Kind(enum.Enum):
     """What a stored file is."""
 
     V1 = "v1"
+    V2 = "v2"
     LEGACY = "fernet"
     UNKNOWN = "unknown"
 
 
 @dataclass(frozen=True)
 class Classification:
-    """What `classify` found: the kind and, for v1, the key ID, segment size and file ID."""
+    """What `classify` found: the kind and, for a Docvault file, what its header says.
+
+    `file_id` needs the whole preamble and `document_id` (v2 only) the whole header; either is
+    None when the head given was too short for it.
+    """
 
     kind: Kind
     key_id: bytes | None = None
     segment_size: int | None = None
     file_id: bytes | None = None
+    version: int | None = None
+    document_id: bytes | None = None
+
+    @property
+    def is_docvault(self) -> bool:
+        """Return whether the file is a Docvault file of a readable version (v1 or v2)."""
+        return self.kind in (Kind.V1, Kind.V2)
 
 
 def classify(head: bytes) -> Classification:
     """Return what a file is from its first CLASSIFY_BYTES bytes (or all of it, if shorter).
 
-    V1 needs the magic and version 1; a Docvault file of another version is UNKNOWN here (and
-    `decrypt_open` names its version). LEGACY needs the Fernet version prefix and CLASSIFY_BYTES
-    characters of the url-safe base64 alphabet. Nothing is authenticated: it is a hint for routing.
+    V1 and V2 need the magic, their version and the 21 bytes that both headers start with; a
+    Docvault file of another version is UNKNOWN here (and `decrypt_open` names its version).
+    LEGACY needs the Fernet version prefix and CLASSIFY_BYTES characters of the url-safe base64
+    alphabet, or, from a shorter file, a whole well-formed token. Nothing is authenticated: it is a
+    hint for routing.
     """
     head = bytes(head[:CLASSIFY_BYTES])
-    if len(head) >= HEADER_SIZE and head[:9] == _MAGIC + bytes([_VERSION]):
-        _, _, key_id, segment_size = _HEADER.unpack_from(head)
+    version = head[len(_MAGIC)] if len(head) > len(_MAGIC) and head.startswith(_MAGIC) else None
+    if version in _HEADERS and len(head) >= _FIXED.size:
+        _, _, key_id, segment_size = _FIXED.unpack_from(head)
+        size = header_size(version)
+        document_id = head[_FIXED.size : size] if version >= 2 and len(head) >= size else None
+        salt_at = size + 1  # after the Docvault header and Tink's header-length byte
         file_id = (
-            head[_SALT_OFFSET : _SALT_OFFSET + _SALT_SIZE] if len(head) >= PREAMBLE_SIZE else None
+            head[salt_at : salt_at + _SALT_SIZE] if len(head) >= salt_at + _SALT_SIZE else None
         )
-        return Classification(Kind.V1, key_id, segment_size, file_id)
-    if (
-        len(head) == CLASSIFY_BYTES
-        and head.startswith(_FERNET_PREFIX)
-        and _BASE64URL.issuperset(head)
-    ):
+        kind = Kind.V1 if version == 1 else Kind.V2
+        return Classification(kind, key_id, segment_size, file_id, version, document_id)
+    if _fernet_head(head):
         return Classification(Kind.LEGACY)
     return Classification(Kind.UNKNOWN)
 
 
-def plaintext_size(ciphertext_size: int, segment_size: int = SEGMENT_SIZE) -> int:
-    """Return the plaintext size of a whole v1 file of `ciphertext_size` bytes, header included."""
+def _fernet_head(head: bytes) -> bool:
+    if not head.startswith(_FERNET_PREFIX):
+        return False
+    if len(head) == CLASSIFY_BYTES:
+        return _BASE64URL.issuperset(head)
+    # A shorter head is the whole file: it must be a whole token, padding included.
+    body = head.rstrip(b"=")
+    padding = len(head) - len(body)
+    if len(head) < _FERNET_MIN_CHARACTERS or len(head) % 4 or padding > 2:
+        return False
+    decoded = len(head) // 4 * 3 - padding
+    return _BASE64URL.issuperset(body) and (decoded - _FERNET_OVERHEAD) % 16 == 0
+
+
+def plaintext_size(
+    ciphertext_size: int, segment_size: int = SEGMENT_SIZE, *, version: int = CURRENT_VERSION
+) -> int:
+    """Return the plaintext size of a whole file of `ciphertext_size` bytes, header included."""
     _check_segment_size(segment_size)
-    count = _segment_count(ciphertext_size, segment_size)
-    return ciphertext_size - PREAMBLE_SIZE - count * _TAG_SIZE
+    size = header_size(version)
+    count = _segment_count(ciphertext_size, segment_size, size)
+    return ciphertext_size - size - _TINK_HEADER_SIZE - count * _TAG_SIZE
 
 
 def encrypt(
@@ -157,21 +225,28 @@ def encrypt(
     key: bytes,
     key_id: bytes,
     *,
+    document_id: bytes = NO_DOCUMENT,
     segment_size: int = SEGMENT_SIZE,
     _random: Callable[[int], bytes] = os.urandom,
+    _version: int = CURRENT_VERSION,
 ) -> Iterator[bytes]:
-    """Encrypt to v1, yielding the header first, then one ciphertext segment at a time.
+    """Encrypt to v2, yielding the header first, then one ciphertext segment at a time.
 
     `plaintext` is a binary file object (read in pieces), one bytes-like object, or an iterable of
     bytes-like chunks of any sizes. Memory stays within a few segments whatever the input size.
+    `document_id` is the 16-byte UUID of the document the file is written for (NO_DOCUMENT for
+    none). `_version=1` writes the former format, which has no document ID: for compatibility
+    tests only.
     """
     segments = _plaintext_segments(plaintext, segment_size)
-    preamble, aead, nonce_prefix = _stream_start(key, key_id, segment_size, _random)
+    preamble, aead, nonce_prefix = _stream_start(
+        key, key_id, document_id, segment_size, _random, _version
+    )
     return _ciphertext_pieces(preamble, aead, nonce_prefix, segments)
 
 
 class Encryptor:
-    """Encrypt to v1 as plaintext is pushed in: update() returns the ciphertext ready so far.
+    """Encrypt to v2 as plaintext is pushed in: update() returns the ciphertext ready so far.
 
     For producers that push (an upload handler handed chunks as they arrive); `encrypt` suits
     sources that can be pulled. It holds at most one segment of plaintext: a full segment is
@@ -183,12 +258,13 @@ class Encryptor:
         key: bytes,
         key_id: bytes,
         *,
+        document_id: bytes = NO_DOCUMENT,
         segment_size: int = SEGMENT_SIZE,
         _random: Callable[[int], bytes] = os.urandom,
     ) -> None:
         _check_segment_size(segment_size)
         self._preamble, self._aead, self._nonce_prefix = _stream_start(
-            key, key_id, segment_size, _random
+            key, key_id, document_id, segment_size, _random, CURRENT_VERSION
         )
         self._capacity = segment_size - _TAG_SIZE
         self._want = self._capacity - _TINK_HEADER_SIZE
@@ -234,12 +310,25 @@ class Encryptor:
 
 
 def _stream_start(
-    key: bytes, key_id: bytes, segment_size: int, _random: Callable[[int], bytes]
+    key: bytes,
+    key_id: bytes,
+    document_id: bytes,
+    segment_size: int,
+    _random: Callable[[int], bytes],
+    version: int,
 ) -> tuple[bytes, AESGCM, bytes]:
-    """Check the key and key ID, draw salt and nonce prefix; return (preamble, AEAD, prefix)."""
+    """Check the arguments, draw salt and nonce prefix; return (preamble, AEAD, prefix)."""
     _check_key(key, "key", _KEY_SIZE)
     _check_key(key_id, "key_id", KEY_ID_SIZE)
-    header = _HEADER.pack(_MAGIC, _VERSION, bytes(key_id), segment_size)
+    _check_key(document_id, "document_id", DOCUMENT_ID_SIZE)
+    if version == 1:
+        if bytes(document_id) != NO_DOCUMENT:
+            raise ValueError("a v1 file has no document ID")
+        header = _HEADERS[1].pack(_MAGIC, 1, bytes(key_id), segment_size)
+    elif version == 2:
+        header = _HEADERS[2].pack(_MAGIC, 2, bytes(key_id), segment_size, bytes(document_id))
+    else:
+        raise ValueError(f"cannot write format version {version!r}")
     salt = _random(_SALT_SIZE)
     nonce_prefix = _random(_NONCE_PREFIX_SIZE)
     if len(salt) != _SALT_SIZE or len(nonce_prefix) != _NONCE_PREFIX_SIZE:
@@ -320,7 +409,7 @@ class _Reader(io.RawIOBase):
 
 
 class EncryptingReader(_Reader):
-    """Read the v1 ciphertext of a plaintext, as `encrypt` produces it; not seekable.
+    """Read the v2 ciphertext of a plaintext, as `encrypt` produces it; not seekable.
 
     Hands ciphertext to an upload or a storage's save() without a temporary file. The plaintext
     source is borrowed: closing this reader does not close it.
@@ -332,12 +421,18 @@ class EncryptingReader(_Reader):
         key: bytes,
         key_id: bytes,
         *,
+        document_id: bytes = NO_DOCUMENT,
         segment_size: int = SEGMENT_SIZE,
         _random: Callable[[int], bytes] = os.urandom,
     ) -> None:
         super().__init__()
         self._pieces: Iterator[bytes] | None = encrypt(
-            plaintext, key, key_id, segment_size=segment_size, _random=_random
+            plaintext,
+            key,
+            key_id,
+            document_id=document_id,
+            segment_size=segment_size,
+            _random=_random,
         )
         self._failure: BaseException | None = None
 
@@ -365,7 +460,7 @@ class EncryptingReader(_Reader):
 
 
 class DecryptingReader(_Reader):
-    """Read the plaintext of a v1 file, authenticating each segment before releasing any of it.
+    """Read the plaintext of a v2 or v1 file, authenticating each segment before releasing any.
 
     `keys` maps key IDs to 32-byte file keys. The file starts at offset 0 of a seekable `fileobj`,
     or at the current position of a non-seekable one. A seekable file gives random access, and
@@ -373,11 +468,19 @@ class DecryptingReader(_Reader):
     reader is sequential, finds the last segment by reading one segment ahead, and `size` is None.
     A read that reaches the end authenticates the last segment, so truncation is reported no later
     than end of file. Closing the reader closes `fileobj`.
+
+    The header fields are known once the reader is made and authenticated by its first read: a
+    file whose header was changed in any byte fails every read before releasing a byte.
     """
 
     size: int | None
+    version: int
     key_id: bytes
     segment_size: int
+    # The 16-byte UUID of the document the file was written for (v2; NO_DOCUMENT when written for
+    # none), or None for a v1 file, which carries no binding. Refusing a file written for another
+    # document is the caller's check: the format only guarantees the value was not changed.
+    document_id: bytes | None
     # The file's random 32-byte HKDF salt: public, unique per file, so it names the file. An
     # application that records it next to its row can tell a whole file swapped for another one
     # encrypted under the same key, which authentication alone cannot.
@@ -397,20 +500,21 @@ class DecryptingReader(_Reader):
             fileobj.seek(0, io.SEEK_END)
             ciphertext_size = fileobj.tell()
             fileobj.seek(0)
-        preamble = _read_exactly(fileobj, PREAMBLE_SIZE)
-        key_id, segment_size, key, salt, nonce_prefix = _preamble_parse(preamble, keys)
-        self.key_id = key_id
-        self.segment_size = segment_size
+        preamble = _preamble_read(fileobj)
+        header, key, salt, nonce_prefix = _preamble_parse(preamble, keys)
+        _, self.version, self.key_id, self.segment_size = _FIXED.unpack_from(header)
+        self.document_id = header[_FIXED.size :] if self.version >= 2 else None
         self.file_id = salt
-        self._aead = _segment_aead(key, preamble[:HEADER_SIZE], salt)
+        self._header_size = len(header)
+        self._aead = _segment_aead(key, header, salt)
         self._nonce_prefix = nonce_prefix
         self._seekable = seekable
         self._pos = 0
         self._failure: DecryptionError | None = None
         if seekable:
-            self._count = _segment_count(ciphertext_size, segment_size)
+            self._count = _segment_count(ciphertext_size, self.segment_size, self._header_size)
             self._ciphertext_size = ciphertext_size
-            self.size = ciphertext_size - PREAMBLE_SIZE - self._count * _TAG_SIZE
+            self.size = ciphertext_size - len(preamble) - self._count * _TAG_SIZE
             self._current_index = -1
             self._last_verified = False
         else:
@@ -510,9 +614,9 @@ class DecryptingReader(_Reader):
 
     def _segment_decrypt(self, index: int) -> bytes:
         """Return the plaintext of segment `index`, read at its offset in the seekable file."""
-        size = self.segment_size
-        start = PREAMBLE_SIZE if index == 0 else HEADER_SIZE + index * size
-        end = min(HEADER_SIZE + (index + 1) * size, self._ciphertext_size)
+        size, header = self.segment_size, self._header_size
+        start = header + _TINK_HEADER_SIZE if index == 0 else header + index * size
+        end = min(header + (index + 1) * size, self._ciphertext_size)
         self._file.seek(start)
         ciphertext = _read_exactly(self._file, end - start)
         if len(ciphertext) != end - start:
@@ -551,14 +655,28 @@ class DecryptingReader(_Reader):
             raise DecryptionError(f"segment {index} failed authentication") from None
 
 
-def legacy_open(fileobj: BinaryIO, fernet_keys: Sequence[bytes]) -> io.BytesIO:
-    """Decrypt a legacy Fernet file whole, in memory, and return its plaintext as a file."""
+def legacy_open(
+    fileobj: BinaryIO, fernet_keys: Sequence[bytes], *, max_size: int | None = LEGACY_MAX_SIZE
+) -> io.BytesIO:
+    """Decrypt a legacy Fernet file whole, in memory, and return its plaintext as a file.
+
+    A token longer than `max_size` bytes (None: no cap) is refused after reading at most
+    `max_size` + 1 bytes of it, or none when `fileobj` can tell its size.
+    """
+    if max_size is not None:
+        if not isinstance(max_size, int) or isinstance(max_size, bool):
+            raise TypeError("max_size must be an int or None")
+        if max_size < 0:
+            raise ValueError("max_size must not be negative")
     fernets = [Fernet(key) for key in fernet_keys]
-    token = fileobj.read()
-    if not isinstance(token, bytes):
-        raise TypeError("fileobj must be opened in binary mode")
     if not fernets:
         raise DecryptionError("no legacy key configured")
+    too_large = DecryptionError(f"legacy file larger than the cap of {max_size} bytes")
+    if max_size is not None and _remaining_size(fileobj) > max_size:
+        raise too_large
+    token = _read_capped(fileobj, max_size)
+    if max_size is not None and len(token) > max_size:
+        raise too_large
     try:
         return io.BytesIO(MultiFernet(fernets).decrypt(token))
     except InvalidToken:
@@ -571,26 +689,28 @@ def decrypt_open(
     fernet_keys: Sequence[bytes],
     *,
     on_failure: Callable[[DecryptionError], None] | None = None,
+    legacy_max_size: int | None = LEGACY_MAX_SIZE,
 ) -> BinaryIO:
-    """Return a plaintext reader for a v1 or legacy file; closing it closes `fileobj`.
+    """Return a plaintext reader for a v2, v1 or legacy file; closing it closes `fileobj`.
 
-    A legacy file is decrypted whole and `fileobj` closed at once. On error `fileobj` stays open.
-    `on_failure` is called once with the first DecryptionError that a later read meets.
+    A legacy file is decrypted whole (refused above `legacy_max_size` bytes; None: no cap) and
+    `fileobj` closed at once. On error `fileobj` stays open. `on_failure` is called once with the
+    first DecryptionError that a later read meets.
     """
     seekable = bool(getattr(fileobj, "seekable", lambda: False)())
     if seekable:
         fileobj.seek(0)
     head = _read_exactly(fileobj, CLASSIFY_BYTES)
-    kind = classify(head).kind
+    found = classify(head)
     if seekable:
         fileobj.seek(0)
         source = fileobj
     else:
         source = _Replay(head, fileobj)
-    if kind is Kind.V1:
+    if found.is_docvault:
         return DecryptingReader(source, keys, on_failure=on_failure)
-    if kind is Kind.LEGACY:
-        plaintext = legacy_open(source, fernet_keys)
+    if found.kind is Kind.LEGACY:
+        plaintext = legacy_open(source, fernet_keys, max_size=legacy_max_size)
         fileobj.close()
         return plaintext
     if head.startswith(_MAGIC) and len(head) > len(_MAGIC):
@@ -622,9 +742,9 @@ def _segment_aead(key: bytes, header: bytes, salt: bytes) -> AESGCM:
     return AESGCM(derived)
 
 
-def _segment_count(ciphertext_size: int, segment_size: int) -> int:
-    """Return how many segments a v1 file of this length has; raise if no v1 file has it."""
-    stream = ciphertext_size - HEADER_SIZE
+def _segment_count(ciphertext_size: int, segment_size: int, header_size: int) -> int:
+    """Return how many segments a file of this length has; raise if no such file has it."""
+    stream = ciphertext_size - header_size
     if stream < _TINK_HEADER_SIZE + _TAG_SIZE:
         raise DecryptionError("truncated")
     full, rest = divmod(stream, segment_size)
@@ -648,30 +768,69 @@ def _segment_locate(pos: int, segment_size: int) -> tuple[int, int]:
     return index + 1, offset
 
 
+def _preamble_read(fileobj: BinaryIO) -> bytes:
+    """Read the preamble of the version the file names (fewer bytes only at end of file)."""
+    start = _read_exactly(fileobj, len(_MAGIC) + 1)
+    version = start[-1] if len(start) == len(_MAGIC) + 1 else None
+    if version not in _HEADERS or not start.startswith(_MAGIC):
+        return start  # _preamble_parse names what is wrong
+    return start + _read_exactly(fileobj, preamble_size(version) - len(start))
+
+
 def _preamble_parse(
     preamble: bytes, keys: Mapping[bytes, bytes]
-) -> tuple[bytes, int, bytes, bytes, bytes]:
-    """Return (key ID, segment size, file key, salt, nonce prefix) from the first 61 bytes."""
+) -> tuple[bytes, bytes, bytes, bytes]:
+    """Return (Docvault header, file key, salt, nonce prefix) from a preamble."""
     if not preamble.startswith(_MAGIC[: len(preamble)]):
         raise DecryptionError("bad magic")
-    if len(preamble) < HEADER_SIZE:
+    if len(preamble) <= len(_MAGIC):
         raise DecryptionError("truncated")
-    _, version, key_id, segment_size = _HEADER.unpack_from(preamble)
-    if version != _VERSION:
+    version = preamble[len(_MAGIC)]
+    if version not in _HEADERS:
         raise DecryptionError(f"unsupported format version {version}")
+    size = header_size(version)
+    if len(preamble) < size:
+        raise DecryptionError("truncated")
+    header = preamble[:size]
+    _, _, key_id, segment_size = _FIXED.unpack_from(header)
     if not _MIN_SEGMENT_SIZE <= segment_size <= _MAX_SEGMENT_SIZE:
         raise DecryptionError(f"bad segment size {segment_size}")
     key = keys.get(key_id)
     if key is None:
         raise DecryptionError(f"unknown key id {key_id.hex()}")
     _check_key(key, "file key", _KEY_SIZE)
-    if len(preamble) < PREAMBLE_SIZE:
+    if len(preamble) < size + _TINK_HEADER_SIZE:
         raise DecryptionError("truncated")
-    if preamble[HEADER_SIZE] != _TINK_HEADER_SIZE:
+    if preamble[size] != _TINK_HEADER_SIZE:
         raise DecryptionError("bad stream header")
-    salt = preamble[_SALT_OFFSET : _SALT_OFFSET + _SALT_SIZE]
-    nonce_prefix = preamble[PREAMBLE_SIZE - _NONCE_PREFIX_SIZE : PREAMBLE_SIZE]
-    return key_id, segment_size, key, salt, nonce_prefix
+    salt = preamble[size + 1 : size + 1 + _SALT_SIZE]
+    nonce_prefix = preamble[size + 1 + _SALT_SIZE : size + _TINK_HEADER_SIZE]
+    return header, key, salt, nonce_prefix
+
+
+def _remaining_size(fileobj: BinaryIO) -> int:
+    """Return how many bytes a seekable file holds from its position on; -1 if it cannot tell."""
+    if not getattr(fileobj, "seekable", lambda: False)():
+        return -1
+    position = fileobj.tell()
+    end = fileobj.seek(0, io.SEEK_END)
+    fileobj.seek(position)
+    return end - position
+
+
+def _read_capped(fileobj: BinaryIO, limit: int | None) -> bytes:
+    """Read to the end of file, but no more than `limit` + 1 bytes (None: no limit)."""
+    gathered = io.BytesIO()
+    left = None if limit is None else limit + 1
+    # A segment at a time: one read(limit + 1) would allocate the whole cap up front.
+    while left != 0:
+        data = _read_some(fileobj, SEGMENT_SIZE if left is None else min(left, SEGMENT_SIZE))
+        if not data:
+            break
+        gathered.write(data)
+        if left is not None:
+            left -= len(data)
+    return gathered.getvalue()
 
 
 def _read_exactly(fileobj: BinaryIO, size: int) -> bytes:

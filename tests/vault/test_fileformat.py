@@ -1,4 +1,4 @@
-"""The v1 file format and the legacy Fernet reader: real primitives, fixed vectors, properties.
+"""The v2 and v1 file formats and the legacy Fernet reader: real primitives, fixed vectors, properties.
 
 Pure pytest, no Django: `pytest tests/vault/test_fileformat.py -p no:django` runs it alone.
 """
@@ -10,6 +10,7 @@ import json
 import os
 import random
 import tracemalloc
+import uuid
 from pathlib import Path
 
 import pytest
@@ -22,7 +23,11 @@ from hypothesis import strategies as st
 from vault import fileformat
 from vault.fileformat import (
     CLASSIFY_BYTES,
+    CURRENT_VERSION,
+    DOCUMENT_ID_SIZE,
     HEADER_SIZE,
+    LEGACY_MAX_SIZE,
+    NO_DOCUMENT,
     PREAMBLE_SIZE,
     Classification,
     DecryptingReader,
@@ -33,8 +38,10 @@ from vault.fileformat import (
     classify,
     decrypt_open,
     encrypt,
+    header_size,
     legacy_open,
     plaintext_size,
+    preamble_size,
 )
 
 VECTORS = Path(__file__).parent / "vectors"
@@ -43,6 +50,10 @@ KEY_ID = bytes.fromhex("0011aabbccddeeff")
 OTHER_KEY = bytes(range(100, 132))
 OTHER_KEY_ID = bytes.fromhex("1122334455667788")
 KEYS = {KEY_ID: KEY, OTHER_KEY_ID: OTHER_KEY}
+DOCUMENT = uuid.UUID("6f1c2e4a-93b7-4d2e-8a51-0c7e9f3b2d14").bytes
+OTHER_DOCUMENT = uuid.UUID("0b5d7a19-2c44-4f6e-9e13-7a8c1d2e3f40").bytes
+V1_HEADER = 21  # header_size(1)
+V1_PREAMBLE = 61
 S = 1024  # small segments: many segments for little data
 FIRST = S - 56  # plaintext bytes in the first segment
 LATER = S - 16  # plaintext bytes in every later segment
@@ -59,7 +70,19 @@ def data(size: int, seed: int = 0) -> bytes:
 
 
 def seal(plaintext: bytes, segment_size: int = S, **kwargs) -> bytes:
+    """Encrypt to the current version, for DOCUMENT unless another document_id is given."""
+    kwargs.setdefault("document_id", DOCUMENT)
     return b"".join(encrypt(plaintext, KEY, KEY_ID, segment_size=segment_size, **kwargs))
+
+
+def seal_v1(plaintext: bytes, segment_size: int = S, **kwargs) -> bytes:
+    """Encrypt to v1, as files written before the document binding are."""
+    return b"".join(
+        encrypt(plaintext, KEY, KEY_ID, segment_size=segment_size, _version=1, **kwargs)
+    )
+
+
+SEALERS = {1: seal_v1, 2: seal}
 
 
 def fixed_random(*values: bytes):
@@ -136,11 +159,13 @@ def assert_rejected(ciphertext: bytes, plaintext: bytes = b"", keys=KEYS) -> Non
         assert plaintext.startswith(b"".join(released))
 
 
-def segment_spans(ciphertext: bytes, segment_size: int = S) -> list[tuple[int, int]]:
+def segment_spans(
+    ciphertext: bytes, segment_size: int = S, version: int = CURRENT_VERSION
+) -> list[tuple[int, int]]:
     """Return the (start, end) offsets of each ciphertext segment."""
-    spans, start = [], PREAMBLE_SIZE
+    spans, start = [], preamble_size(version)
     while start < len(ciphertext):
-        end = min(HEADER_SIZE + (len(spans) + 1) * segment_size, len(ciphertext))
+        end = min(header_size(version) + (len(spans) + 1) * segment_size, len(ciphertext))
         spans.append((start, end))
         start = end
     return spans
@@ -163,18 +188,32 @@ BOUNDARY_SIZES = sorted(
 
 @pytest.mark.parametrize("size", BOUNDARY_SIZES)
 @pytest.mark.parametrize("decrypt", DECRYPTERS)
-def test_round_trip_at_segment_boundaries(size, decrypt):
+@pytest.mark.parametrize("version", [1, 2])
+def test_round_trip_at_segment_boundaries(size, decrypt, version):
     plaintext = data(size, size)
-    ciphertext = seal(plaintext)
+    ciphertext = SEALERS[version](plaintext)
     segments = 1 if size <= FIRST else 2 + (size - FIRST - 1) // LATER
-    assert len(ciphertext) == PREAMBLE_SIZE + size + 16 * segments
-    assert plaintext_size(len(ciphertext), S) == size
+    assert len(ciphertext) == preamble_size(version) + size + 16 * segments
+    assert plaintext_size(len(ciphertext), S, version=version) == size
     assert decrypt(ciphertext) == plaintext
 
 
-def test_empty_plaintext_is_77_bytes():
-    ciphertext = seal(b"", segment_size=fileformat.SEGMENT_SIZE)
-    assert len(ciphertext) == HEADER_SIZE + 40 + 16
+def test_sizes_per_version():
+    assert (header_size(1), preamble_size(1)) == (V1_HEADER, V1_PREAMBLE) == (21, 61)
+    assert (header_size(2), preamble_size(2)) == (HEADER_SIZE, PREAMBLE_SIZE) == (37, 77)
+    assert CURRENT_VERSION == 2 and DOCUMENT_ID_SIZE == len(NO_DOCUMENT) == 16
+    assert not any(NO_DOCUMENT)
+    for version in (0, 3, "2", None, True):
+        with pytest.raises(ValueError):
+            header_size(version)
+        with pytest.raises(ValueError):
+            plaintext_size(1000, S, version=version)
+
+
+@pytest.mark.parametrize(("version", "total"), [(1, 21 + 40 + 16), (2, 37 + 40 + 16)])
+def test_an_empty_plaintext_is_one_empty_segment(version, total):
+    ciphertext = SEALERS[version](b"", segment_size=fileformat.SEGMENT_SIZE)
+    assert len(ciphertext) == total
     assert decrypt_seekable(ciphertext) == b""
     assert decrypt_sequential(ciphertext) == b""
 
@@ -202,17 +241,17 @@ def test_round_trip_at_the_real_segment_size(size):
     seed=st.integers(0, 2**32),
     segment_size=st.integers(1024, 1300),
     cuts=st.lists(st.integers(0, 6000), max_size=12),
+    document_id=st.binary(min_size=16, max_size=16),
 )
-def test_any_chunking_gives_the_same_ciphertext(size, seed, segment_size, cuts):
+def test_any_chunking_gives_the_same_ciphertext(size, seed, segment_size, cuts, document_id):
     plaintext = data(size, seed)
     salt, prefix = data(32, seed + 1), data(7, seed + 2)
     bounds = sorted({0, size, *(cut % (size + 1) for cut in cuts)})
     chunks = [plaintext[a:b] for a, b in itertools.pairwise(bounds)]
+    options = {"document_id": document_id, "segment_size": segment_size}
 
     def sealed(source) -> bytes:
-        pieces = encrypt(
-            source, KEY, KEY_ID, segment_size=segment_size, _random=fixed_random(salt, prefix)
-        )
+        pieces = encrypt(source, KEY, KEY_ID, **options, _random=fixed_random(salt, prefix))
         return b"".join(pieces)
 
     expected = sealed(plaintext)
@@ -220,12 +259,14 @@ def test_any_chunking_gives_the_same_ciphertext(size, seed, segment_size, cuts):
     assert sealed(Pipe(plaintext, step=max(1, size // 3))) == expected
     assert sealed([bytearray(chunk) for chunk in chunks]) == expected
     assert sealed(io.BytesIO(plaintext)) == expected
-    pushed = Encryptor(KEY, KEY_ID, segment_size=segment_size, _random=fixed_random(salt, prefix))
+    pushed = Encryptor(KEY, KEY_ID, **options, _random=fixed_random(salt, prefix))
     assert b"".join([*(pushed.update(chunk) for chunk in chunks), pushed.finalize()]) == expected
     with DecryptingReader(io.BytesIO(expected), KEYS) as reader:
+        assert (reader.version, reader.document_id) == (2, document_id)
         assert reader.size == size
         assert reader.read() == plaintext
     assert decrypt_sequential(expected) == plaintext
+    assert classify(expected).document_id == document_id
 
 
 def test_encrypt_yields_the_preamble_then_one_item_per_segment():
@@ -271,6 +312,43 @@ def test_encrypt_rejects_misuse_at_once(plaintext, key, key_id, segment_size, er
         EncryptingReader(plaintext, key, key_id, segment_size=segment_size)
 
 
+@pytest.mark.parametrize(
+    ("document_id", "error"),
+    [
+        (DOCUMENT[:15], ValueError),
+        (DOCUMENT + b"\x00", ValueError),
+        (b"", ValueError),
+        (uuid.UUID(bytes=DOCUMENT), TypeError),  # the UUID's .bytes is what the format takes
+        (str(uuid.UUID(bytes=DOCUMENT)), TypeError),
+        (None, TypeError),
+        (42, TypeError),
+    ],
+)
+def test_a_bad_document_id_is_refused_at_once(document_id, error):
+    with pytest.raises(error, match="document_id"):
+        encrypt(b"x", KEY, KEY_ID, document_id=document_id)
+    with pytest.raises(error, match="document_id"):
+        EncryptingReader(b"x", KEY, KEY_ID, document_id=document_id)
+    with pytest.raises(error, match="document_id"):
+        Encryptor(KEY, KEY_ID, document_id=document_id)
+
+
+@pytest.mark.parametrize("document_id", [bytearray(DOCUMENT), memoryview(DOCUMENT)])
+def test_a_document_id_may_be_any_bytes_like_object(document_id):
+    ciphertext = b"".join(encrypt(b"x", KEY, KEY_ID, document_id=document_id))
+    with DecryptingReader(io.BytesIO(ciphertext), KEYS) as reader:
+        assert type(reader.document_id) is bytes and reader.document_id == DOCUMENT
+
+
+def test_only_the_current_version_is_written_except_v1_for_compatibility_tests():
+    assert classify(seal(b"x")).version == CURRENT_VERSION
+    with pytest.raises(ValueError, match="no document ID"):
+        seal_v1(b"x", document_id=DOCUMENT)
+    for version in (0, 3):
+        with pytest.raises(ValueError):
+            seal(b"x", _version=version)
+
+
 def test_str_chunks_are_refused():
     with pytest.raises(TypeError):
         seal(iter([b"bytes", "text"]))
@@ -301,7 +379,12 @@ def test_encrypting_reader_gives_the_encrypt_output(size, reads):
     randoms = data(32, 1), data(7, 2)
     expected = seal(plaintext, _random=fixed_random(*randoms))
     reader = EncryptingReader(
-        io.BytesIO(plaintext), KEY, KEY_ID, segment_size=S, _random=fixed_random(*randoms)
+        io.BytesIO(plaintext),
+        KEY,
+        KEY_ID,
+        document_id=DOCUMENT,
+        segment_size=S,
+        _random=fixed_random(*randoms),
     )
     got = bytearray()
     for n in reads:
@@ -397,7 +480,7 @@ def test_only_the_needed_segments_are_read():
     ciphertext = seal(plaintext)
     source = CountingFile(ciphertext)
     reader = DecryptingReader(source, KEYS)
-    assert source.reads == [(0, PREAMBLE_SIZE)]
+    assert source.reads == [(0, 9), (9, PREAMBLE_SIZE - 9)]  # magic and version, then the rest
     source.reads.clear()
     reader.seek(FIRST + 3 * LATER + 10)  # inside segment 4
     assert reader.read(20) == plaintext[FIRST + 3 * LATER + 10 :][:20]
@@ -477,34 +560,43 @@ def test_sequential_mode_round_trip(size):
 # Tampering -------------------------------------------------------------------------------------
 
 TAMPER_PLAINTEXT = data(FIRST + 3 * LATER + 200, 7)  # five segments, a short last one
-TAMPER_CIPHERTEXT = seal(TAMPER_PLAINTEXT)
+TAMPER = {version: SEALERS[version](TAMPER_PLAINTEXT) for version in (1, 2)}
+TAMPER_CIPHERTEXT = TAMPER[CURRENT_VERSION]
+VERSIONS = pytest.mark.parametrize("version", [1, 2])
+
+
+def tamper_offsets(version: int) -> list[int]:
+    header, preamble, end = header_size(version), preamble_size(version), len(TAMPER[version])
+    return [
+        *range(header),  # every Docvault header byte, each document ID byte in v2
+        header,  # Tink header length
+        header + 1,  # salt
+        preamble - 1,  # nonce prefix
+        preamble,  # first ciphertext byte
+        header + S - 1,  # tag of the first segment
+        header + 2 * S + 500,  # middle of segment 2
+        end - 17,  # last byte of the last segment's body
+        end - 1,  # last tag byte
+    ]
 
 
 @pytest.mark.parametrize(
-    "offset",
-    [
-        *range(HEADER_SIZE),  # every Docvault header byte
-        HEADER_SIZE,  # Tink header length
-        HEADER_SIZE + 1,  # salt
-        PREAMBLE_SIZE - 1,  # nonce prefix
-        PREAMBLE_SIZE,  # first ciphertext byte
-        HEADER_SIZE + S - 1,  # tag of the first segment
-        HEADER_SIZE + 2 * S + 500,  # middle of segment 2
-        len(TAMPER_CIPHERTEXT) - 17,  # last byte of the last segment's body
-        len(TAMPER_CIPHERTEXT) - 1,  # last tag byte
-    ],
+    ("version", "offset"), [(v, offset) for v in (1, 2) for offset in tamper_offsets(v)]
 )
-def test_any_flipped_byte_is_rejected(offset):
-    assert_rejected(flip(TAMPER_CIPHERTEXT, offset), TAMPER_PLAINTEXT)
+def test_any_flipped_byte_is_rejected(version, offset):
+    assert_rejected(flip(TAMPER[version], offset), TAMPER_PLAINTEXT)
 
 
 @settings(max_examples=150, deadline=None)
 @given(
-    size=st.integers(0, 4000), position=st.floats(0, 1, exclude_max=True), mask=st.integers(1, 255)
+    size=st.integers(0, 4000),
+    position=st.floats(0, 1, exclude_max=True),
+    mask=st.integers(1, 255),
+    version=st.sampled_from([1, 2]),
 )
-def test_property_any_single_byte_change_fails(size, position, mask):
+def test_property_any_single_byte_change_fails(size, position, mask, version):
     plaintext = data(size, size)
-    ciphertext = seal(plaintext)
+    ciphertext = SEALERS[version](plaintext)
     offset = int(position * len(ciphertext))
     tampered = flip(ciphertext, offset, mask)
     for decrypt in DECRYPTERS:
@@ -512,86 +604,161 @@ def test_property_any_single_byte_change_fails(size, position, mask):
             decrypt(tampered)
 
 
-def test_every_truncation_is_rejected():
+@settings(max_examples=100, deadline=None)
+@given(
+    size=st.integers(0, 3000),
+    document_id=st.binary(min_size=16, max_size=16),
+    index=st.integers(0, 15),
+    mask=st.integers(1, 255),
+)
+def test_property_a_changed_document_id_fails_authentication(size, document_id, index, mask):
+    plaintext = data(size, size)
+    ciphertext = seal(plaintext, document_id=document_id)
+    tampered = flip(ciphertext, 21 + index, mask)
+    with DecryptingReader(io.BytesIO(tampered), KEYS) as reader:
+        # The changed value is what the reader reports, and nothing of the file can be read.
+        assert reader.document_id == flip(document_id, index, mask)
+        with pytest.raises(DecryptionError) as failure:
+            reader.read(1)
+    assert failure.value.reason == "segment 0 failed authentication"
+    assert_rejected(tampered, plaintext)
+
+
+@VERSIONS
+def test_every_truncation_is_rejected(version):
     plaintext = data(FIRST + 2 * LATER + 100)
-    ciphertext = seal(plaintext)
+    ciphertext = SEALERS[version](plaintext)
     for length in range(len(ciphertext)):
         for decrypt in (decrypt_seekable, decrypt_sequential):
             with pytest.raises(DecryptionError):
                 decrypt(ciphertext[:length])
 
 
+@VERSIONS
 @pytest.mark.parametrize("segments_kept", [1, 2, 3])
-def test_truncation_exactly_at_a_segment_boundary_is_rejected(segments_kept):
+def test_truncation_exactly_at_a_segment_boundary_is_rejected(version, segments_kept):
     # What remains is a valid-looking shorter file whose last segment is not marked last.
-    truncated = TAMPER_CIPHERTEXT[: HEADER_SIZE + segments_kept * S]
-    assert plaintext_size(len(truncated), S) == FIRST + (segments_kept - 1) * LATER
+    truncated = TAMPER[version][: header_size(version) + segments_kept * S]
+    expected_size = FIRST + (segments_kept - 1) * LATER
+    assert plaintext_size(len(truncated), S, version=version) == expected_size
     assert_rejected(truncated, TAMPER_PLAINTEXT)
 
 
-def test_a_dropped_segment_is_rejected():
-    spans = segment_spans(TAMPER_CIPHERTEXT)
-    start, end = spans[2]
-    assert_rejected(TAMPER_CIPHERTEXT[:start] + TAMPER_CIPHERTEXT[end:], TAMPER_PLAINTEXT)
+@VERSIONS
+def test_a_dropped_segment_is_rejected(version):
+    ciphertext = TAMPER[version]
+    start, end = segment_spans(ciphertext, version=version)[2]
+    assert_rejected(ciphertext[:start] + ciphertext[end:], TAMPER_PLAINTEXT)
 
 
-def test_reordered_segments_are_rejected():
-    spans = segment_spans(TAMPER_CIPHERTEXT)
+@VERSIONS
+def test_reordered_segments_are_rejected(version):
+    ciphertext = TAMPER[version]
+    spans = segment_spans(ciphertext, version=version)
     (a0, a1), (b0, b1) = spans[1], spans[2]
-    swapped = (
-        TAMPER_CIPHERTEXT[:a0]
-        + TAMPER_CIPHERTEXT[b0:b1]
-        + TAMPER_CIPHERTEXT[a0:a1]
-        + TAMPER_CIPHERTEXT[b1:]
-    )
+    swapped = ciphertext[:a0] + ciphertext[b0:b1] + ciphertext[a0:a1] + ciphertext[b1:]
     assert_rejected(swapped, TAMPER_PLAINTEXT)
 
 
+@VERSIONS
 @pytest.mark.parametrize("index", [0, 2, 4])
-def test_a_segment_spliced_from_another_file_under_the_same_key_is_rejected(index):
-    other = seal(data(len(TAMPER_PLAINTEXT), 99))  # same key, same length, other salt
-    start, end = segment_spans(TAMPER_CIPHERTEXT)[index]
-    spliced = TAMPER_CIPHERTEXT[:start] + other[start:end] + TAMPER_CIPHERTEXT[end:]
+def test_a_segment_spliced_from_another_file_under_the_same_key_is_rejected(version, index):
+    ciphertext = TAMPER[version]
+    other = SEALERS[version](data(len(TAMPER_PLAINTEXT), 99))  # same key and length, other salt
+    start, end = segment_spans(ciphertext, version=version)[index]
+    spliced = ciphertext[:start] + other[start:end] + ciphertext[end:]
     assert_rejected(spliced, TAMPER_PLAINTEXT)
 
 
-def test_another_files_tink_header_is_rejected():
-    other = seal(data(len(TAMPER_PLAINTEXT), 99))
-    spliced = other[:PREAMBLE_SIZE] + TAMPER_CIPHERTEXT[PREAMBLE_SIZE:]
-    assert_rejected(spliced, TAMPER_PLAINTEXT)
+@VERSIONS
+def test_another_files_tink_header_is_rejected(version):
+    ciphertext = TAMPER[version]
+    other = SEALERS[version](data(len(TAMPER_PLAINTEXT), 99))
+    preamble = preamble_size(version)
+    assert_rejected(other[:preamble] + ciphertext[preamble:], TAMPER_PLAINTEXT)
 
 
-def header_with(ciphertext: bytes, *, version=None, key_id=None, segment_size=None) -> bytes:
-    header = bytearray(ciphertext[:HEADER_SIZE])
+def header_with(
+    ciphertext: bytes, *, version=None, key_id=None, segment_size=None, document_id=None
+) -> bytes:
+    """Return `ciphertext` with header fields overwritten in place (no byte added or removed)."""
+    changed = bytearray(ciphertext)
     if version is not None:
-        header[8] = version
+        changed[8] = version
     if key_id is not None:
-        header[9:17] = key_id
+        changed[9:17] = key_id
     if segment_size is not None:
-        header[17:21] = segment_size.to_bytes(4, "big")
-    return bytes(header) + ciphertext[HEADER_SIZE:]
+        changed[17:21] = segment_size.to_bytes(4, "big")
+    if document_id is not None:
+        changed[21:37] = document_id
+    return bytes(changed)
+
+
+HEADER_CHANGES = [
+    ({"version": 3}, "unsupported format version 3"),
+    ({"version": 0}, "unsupported format version 0"),
+    ({"key_id": OTHER_KEY_ID}, "segment 0 failed authentication"),  # a known key, not its own
+    ({"key_id": bytes(8)}, "unknown key id 0000000000000000"),
+    ({"segment_size": S + 16}, None),
+    ({"segment_size": 2 * S}, None),
+    ({"segment_size": 16}, "bad segment size 16"),
+    ({"segment_size": 2**32 - 1}, f"bad segment size {2**32 - 1}"),
+]
 
 
 @pytest.mark.parametrize(
-    ("change", "reason"),
+    ("version", "change", "reason"),
     [
-        ({"version": 2}, "unsupported format version 2"),
-        ({"version": 0}, "unsupported format version 0"),
-        ({"key_id": OTHER_KEY_ID}, "segment 0 failed authentication"),  # a known key, not its own
-        ({"key_id": bytes(8)}, "unknown key id 0000000000000000"),
-        ({"segment_size": S + 16}, None),
-        ({"segment_size": 2 * S}, None),
-        ({"segment_size": 16}, "bad segment size 16"),
-        ({"segment_size": 2**32 - 1}, f"bad segment size {2**32 - 1}"),
+        *((2, change, reason) for change, reason in HEADER_CHANGES),
+        (2, {"version": 1}, None),  # read as v1, the document ID as Tink's header: refused
+        (2, {"document_id": OTHER_DOCUMENT}, "segment 0 failed authentication"),
+        (2, {"document_id": NO_DOCUMENT}, "segment 0 failed authentication"),
+        *((1, change, reason) for change, reason in HEADER_CHANGES),
+        (1, {"version": 2}, None),  # read as v2, Tink's header as the document ID: refused
     ],
 )
-def test_changed_header_fields_are_rejected(change, reason):
-    changed = header_with(TAMPER_CIPHERTEXT, **change)
+def test_changed_header_fields_are_rejected(version, change, reason):
+    changed = header_with(TAMPER[version], **change)
     assert_rejected(changed, TAMPER_PLAINTEXT)
     if reason is not None:
         with pytest.raises(DecryptionError) as failure:
             decrypt_seekable(changed)
         assert failure.value.reason == reason
+
+
+def test_a_file_relabelled_for_another_document_is_rejected():
+    # What a database writer could do without the key: point a file at another document.
+    relabelled = header_with(TAMPER_CIPHERTEXT, document_id=OTHER_DOCUMENT)
+    with DecryptingReader(io.BytesIO(relabelled), KEYS) as reader:
+        assert reader.document_id == OTHER_DOCUMENT
+        with pytest.raises(DecryptionError) as failure:
+            reader.read()
+    assert failure.value.reason == "segment 0 failed authentication"
+
+
+def test_the_document_binding_cannot_be_stripped_to_an_unbound_v1_file():
+    # A v1 file carries no binding, so a v2 file must not pass for one: the header is the HKDF
+    # info, and a 21-byte v1 header is not the 37-byte v2 header it was sealed under.
+    v2 = TAMPER[2]
+    stripped = v2[:8] + b"\x01" + v2[9:21] + v2[37:]
+    assert classify(stripped).kind is Kind.V1
+    with DecryptingReader(io.BytesIO(stripped), KEYS) as reader:
+        assert reader.version == 1 and reader.document_id is None
+        with pytest.raises(DecryptionError) as failure:
+            reader.read()
+    assert failure.value.reason == "segment 0 failed authentication"
+    assert_rejected(stripped, TAMPER_PLAINTEXT)
+
+
+@pytest.mark.parametrize("document_id", [DOCUMENT, NO_DOCUMENT])
+def test_a_v1_file_cannot_be_bound_by_adding_a_document_id(document_id):
+    v1 = TAMPER[1]
+    bound = v1[:8] + b"\x02" + v1[9:21] + document_id + v1[21:]
+    assert classify(bound).document_id == document_id
+    with pytest.raises(DecryptionError) as failure:
+        decrypt_seekable(bound)
+    assert failure.value.reason == "segment 0 failed authentication"
+    assert_rejected(bound, TAMPER_PLAINTEXT)
 
 
 def test_unknown_key_id_names_the_id_and_nothing_secret():
@@ -601,41 +768,53 @@ def test_unknown_key_id_names_the_id_and_nothing_secret():
     assert str(failure.value) == "Decryption failed: unknown key id 0011aabbccddeeff"
 
 
-def test_wrong_key_is_rejected_without_revealing_it():
+@VERSIONS
+def test_wrong_key_is_rejected_without_revealing_it(version):
     keys = {KEY_ID: OTHER_KEY}
-    assert_rejected(TAMPER_CIPHERTEXT, TAMPER_PLAINTEXT, keys=keys)
+    assert_rejected(TAMPER[version], TAMPER_PLAINTEXT, keys=keys)
     with pytest.raises(DecryptionError) as failure:
-        decrypt_seekable(TAMPER_CIPHERTEXT, keys)
+        decrypt_seekable(TAMPER[version], keys)
     assert failure.value.reason == "segment 0 failed authentication"
     message = str(failure.value) + repr(failure.value)
     assert OTHER_KEY.hex() not in message and KEY.hex() not in message
 
 
+@VERSIONS
 @pytest.mark.parametrize("extra", [1, 15, 16, 17, S, S + 16])
-def test_appended_bytes_are_rejected(extra):
-    assert_rejected(TAMPER_CIPHERTEXT + data(extra, extra), TAMPER_PLAINTEXT)
+def test_appended_bytes_are_rejected(version, extra):
+    assert_rejected(TAMPER[version] + data(extra, extra), TAMPER_PLAINTEXT)
 
 
-def test_an_appended_empty_segment_is_rejected():
+@VERSIONS
+def test_an_appended_empty_segment_is_rejected(version):
     # A well-formed empty segment after the real last one, under the right key and nonce.
-    assert_rejected(TAMPER_CIPHERTEXT + bytes(16), TAMPER_PLAINTEXT)
+    assert_rejected(TAMPER[version] + bytes(16), TAMPER_PLAINTEXT)
 
 
 @pytest.mark.parametrize(
-    "content",
+    ("content", "reason"),
     [
-        b"",
-        b"\x89",
-        b"\x89DVLT\r\n\x1a",
-        TAMPER_CIPHERTEXT[:HEADER_SIZE],
-        TAMPER_CIPHERTEXT[:PREAMBLE_SIZE],
-        TAMPER_CIPHERTEXT[: PREAMBLE_SIZE + 15],
-        b"%PDF-1.7\n" + bytes(100),
-        b"plain text, not encrypted at all\n" * 10,
+        (b"", "truncated"),
+        (b"\x89", "truncated"),
+        (b"\x89DVLT\r\n\x1a", "truncated"),
+        (b"\x89DVLT\r\n\x1a\x02", "truncated"),
+        (TAMPER[1][:V1_HEADER], "truncated"),
+        (TAMPER[1][:V1_PREAMBLE], "truncated"),
+        (TAMPER[1][: V1_PREAMBLE + 15], "truncated"),
+        (TAMPER[2][:V1_HEADER], "truncated"),  # a v2 header cut before its document ID
+        (TAMPER[2][: HEADER_SIZE - 1], "truncated"),
+        (TAMPER[2][:HEADER_SIZE], "truncated"),
+        (TAMPER[2][:PREAMBLE_SIZE], "truncated"),
+        (TAMPER[2][: PREAMBLE_SIZE + 15], "truncated"),
+        (b"%PDF-1.7\n" + bytes(100), "bad magic"),
+        (b"plain text, not encrypted at all\n" * 10, "bad magic"),
     ],
 )
-def test_empty_short_and_unencrypted_files_are_rejected(content):
+def test_empty_short_and_unencrypted_files_are_rejected(content, reason):
     assert_rejected(content)
+    with pytest.raises(DecryptionError) as failure:
+        decrypt_sequential(content)
+    assert failure.value.reason == reason
 
 
 def test_a_failed_reader_stays_failed():
@@ -665,25 +844,34 @@ def test_decryption_error_keeps_the_reason():
 # Sizes ---------------------------------------------------------------------------------------
 
 
-def test_plaintext_size_matches_real_files():
+@VERSIONS
+def test_plaintext_size_matches_real_files(version):
     for size in BOUNDARY_SIZES:
-        assert plaintext_size(len(seal(data(size))), S) == size
+        ciphertext = SEALERS[version](data(size))
+        assert plaintext_size(len(ciphertext), S, version=version) == size
 
 
+def test_plaintext_size_depends_on_the_version():
+    ciphertext = seal_v1(data(3000))
+    assert plaintext_size(len(ciphertext), S, version=1) == 3000
+    assert plaintext_size(len(ciphertext) + 16, S) == 3000  # the same file written as v2
+
+
+@VERSIONS
 @pytest.mark.parametrize(
     "ciphertext_size",
     [
-        0,
-        HEADER_SIZE,
-        PREAMBLE_SIZE + 15,  # no room for a tag
-        HEADER_SIZE + S + 1,  # a full segment, then 1 byte: not even a tag
-        HEADER_SIZE + 3 * S + 15,
-        HEADER_SIZE + (2**32 + 1) * S,  # more segments than a 32-bit index counts
+        lambda h: 0,
+        lambda h: h,
+        lambda h: h + 40 + 15,  # no room for a tag
+        lambda h: h + S + 1,  # a full segment, then 1 byte: not even a tag
+        lambda h: h + 3 * S + 15,
+        lambda h: h + (2**32 + 1) * S,  # more segments than a 32-bit index counts
     ],
 )
-def test_impossible_lengths_are_rejected(ciphertext_size):
+def test_impossible_lengths_are_rejected(version, ciphertext_size):
     with pytest.raises(DecryptionError):
-        plaintext_size(ciphertext_size, S)
+        plaintext_size(ciphertext_size(header_size(version)), S, version=version)
 
 
 def test_plaintext_size_rejects_a_bad_segment_size():
@@ -698,19 +886,69 @@ def fernet_cases() -> list[dict]:
     return json.loads((VECTORS / "fernet.json").read_text())["cases"]
 
 
-def test_classify_v1_gives_the_key_id_segment_size_and_file_id():
+def test_classify_v2_gives_the_header_fields_and_file_id():
     head = TAMPER_CIPHERTEXT[:CLASSIFY_BYTES]
     with DecryptingReader(io.BytesIO(TAMPER_CIPHERTEXT), KEYS) as reader:
-        assert classify(head) == Classification(Kind.V1, KEY_ID, S, reader.file_id)
-    assert classify(head[:HEADER_SIZE]) == Classification(Kind.V1, KEY_ID, S, None)
+        found = classify(head)
+        assert found == Classification(Kind.V2, KEY_ID, S, reader.file_id, 2, DOCUMENT)
+    assert found.is_docvault
+    # A head too short for the file ID, or for the document ID, leaves them out.
+    assert classify(head[:HEADER_SIZE]) == Classification(Kind.V2, KEY_ID, S, None, 2, DOCUMENT)
+    assert classify(head[:V1_HEADER]) == Classification(Kind.V2, KEY_ID, S, None, 2, None)
     assert classify(seal(b"x")).file_id != reader.file_id  # every file has its own
-    default = seal(b"x", segment_size=fileformat.SEGMENT_SIZE)
+    default = seal(b"x", segment_size=fileformat.SEGMENT_SIZE, document_id=NO_DOCUMENT)
     assert classify(default[:CLASSIFY_BYTES]).segment_size == 1 << 20
+    assert classify(default[:CLASSIFY_BYTES]).document_id == NO_DOCUMENT
 
 
-def test_classify_legacy_fernet():
-    for case in fernet_cases():
-        assert classify(case["token"].encode()[:CLASSIFY_BYTES]) == Classification(Kind.LEGACY)
+def test_classify_v1_gives_the_key_id_segment_size_and_file_id():
+    ciphertext = TAMPER[1]
+    head = ciphertext[:CLASSIFY_BYTES]
+    with DecryptingReader(io.BytesIO(ciphertext), KEYS) as reader:
+        assert classify(head) == Classification(Kind.V1, KEY_ID, S, reader.file_id, 1, None)
+    assert classify(head).is_docvault
+    assert classify(head[:V1_HEADER]) == Classification(Kind.V1, KEY_ID, S, None, 1, None)
+
+
+@pytest.mark.parametrize("index", range(3))
+def test_classify_legacy_fernet(index):
+    token = fernet_cases()[index]["token"].encode()
+    found = classify(token[:CLASSIFY_BYTES])
+    assert found == Classification(Kind.LEGACY)
+    assert not found.is_docvault and found.version is None
+
+
+@pytest.mark.parametrize("plaintext_size", [0, 15, 16, 31, 32, 100])
+def test_classify_recognises_short_fernet_tokens_whole(plaintext_size):
+    # A token shorter than CLASSIFY_BYTES is the whole file: the empty plaintext's is 100 bytes.
+    token = Fernet(Fernet.generate_key()).encrypt(data(plaintext_size))
+    if plaintext_size == 0:
+        assert len(token) == 100 < CLASSIFY_BYTES
+    assert classify(token) == Classification(Kind.LEGACY)
+    assert classify(token[:CLASSIFY_BYTES]) == Classification(Kind.LEGACY)
+
+
+def test_the_shortest_fernet_token_is_read_through_decrypt_open():
+    key = Fernet.generate_key()
+    token = Fernet(key).encrypt(b"")
+    for source in (io.BytesIO(token), Pipe(token, step=7)):
+        assert decrypt_open(source, KEYS, [key]).read() == b""
+
+
+def test_classify_refuses_cut_or_malformed_short_fernet_tokens():
+    token = Fernet(Fernet.generate_key()).encrypt(b"")  # 100 characters, "==" at the end
+    assert token.endswith(b"=")
+    for head in (
+        token[:-1],  # a cut token is not a whole file
+        token[:-4],
+        token.rstrip(b"="),  # padding is always written
+        token + b"\n",
+        token + b"====",
+        token[:96] + b"A===",
+        b"gAAAAA" + b"A" * 94,  # 100 characters, but 75 bytes: no Fernet token has that size
+        b"gAAAAA" + b"A" * 110 + b"!!!!",
+    ):
+        assert classify(head) == Classification(Kind.UNKNOWN), head
 
 
 @pytest.mark.parametrize(
@@ -720,31 +958,51 @@ def test_classify_legacy_fernet():
         b"%PDF-1.7\n%\xe2\xe3\xcf\xd3\n1 0 obj",
         b"\x89PNG\r\n\x1a\n" + bytes(60),
         b"Dear customer, please find attached the report.\n",
-        b"gAAAAA" + b"not base64 at all! " * 4,
+        b"gAAAAA" + b"not base64 at all! " * 8,
         b"gAAAAABshort",  # a Fernet prefix, but far too short for a token
         b"\x89DVLT\r\n\x1a",  # the magic alone
-        TAMPER_CIPHERTEXT[:20],  # one byte short of a header
-        header_with(TAMPER_CIPHERTEXT, version=2)[:CLASSIFY_BYTES],
+        b"\x89DVLT\r\n\x1a\x02",  # and a version
+        TAMPER_CIPHERTEXT[:20],  # one byte short of the fields both versions start with
+        TAMPER[1][:20],
+        header_with(TAMPER_CIPHERTEXT, version=3)[:CLASSIFY_BYTES],
+        header_with(TAMPER_CIPHERTEXT, version=0)[:CLASSIFY_BYTES],
     ],
 )
 def test_classify_anything_else_is_unknown(head):
-    assert classify(head) == Classification(Kind.UNKNOWN)
+    found = classify(head)
+    assert found == Classification(Kind.UNKNOWN)
+    assert not found.is_docvault
 
 
 # decrypt_open --------------------------------------------------------------------------------
 
 
+@VERSIONS
 @pytest.mark.parametrize("seekable", [True, False])
-def test_decrypt_open_reads_v1(seekable):
+def test_decrypt_open_reads_v2_and_v1(seekable, version):
     plaintext = data(3000)
-    ciphertext = seal(plaintext)
+    ciphertext = SEALERS[version](plaintext)
     source = io.BytesIO(ciphertext) if seekable else Pipe(ciphertext, step=50)
     reader = decrypt_open(source, KEYS, [])
     assert isinstance(reader, DecryptingReader)
     assert reader.key_id == KEY_ID
+    assert reader.version == version
+    assert reader.document_id == (DOCUMENT if version == 2 else None)
     assert reader.read() == plaintext
     reader.close()
     assert source.closed
+
+
+def test_a_file_written_for_another_document_reads_and_names_its_document():
+    # Refusing it is the caller's check: the reader reports the authenticated document ID.
+    ciphertext = seal(b"Globex revenue", document_id=OTHER_DOCUMENT)
+    with decrypt_open(io.BytesIO(ciphertext), KEYS, []) as reader:
+        assert reader.document_id == OTHER_DOCUMENT != DOCUMENT
+        assert reader.read() == b"Globex revenue"
+    unbound = b"".join(encrypt(b"vault_encrypt output", KEY, KEY_ID))
+    with decrypt_open(io.BytesIO(unbound), KEYS, []) as reader:
+        assert (reader.version, reader.document_id) == (2, NO_DOCUMENT)
+        assert reader.read() == b"vault_encrypt output"
 
 
 @pytest.mark.parametrize("seekable", [True, False])
@@ -762,7 +1020,8 @@ def test_decrypt_open_reads_legacy(seekable):
     [
         (b"", "not a Docvault or Fernet file"),
         (b"%PDF-1.7\n" + bytes(200), "not a Docvault or Fernet file"),
-        (header_with(TAMPER_CIPHERTEXT, version=2), "unsupported format version 2"),
+        (header_with(TAMPER_CIPHERTEXT, version=3), "unsupported format version 3"),
+        (header_with(TAMPER[1], version=0), "unsupported format version 0"),
     ],
 )
 def test_decrypt_open_refuses_other_files(content, reason):
@@ -773,11 +1032,104 @@ def test_decrypt_open_refuses_other_files(content, reason):
     assert not source.closed  # on error the caller still owns it
 
 
+# The legacy size cap -------------------------------------------------------------------------
+
+
+class CountingPipe(Pipe):
+    """A Pipe that counts the bytes read from it."""
+
+    consumed = 0
+
+    def readinto(self, buffer) -> int:
+        got = super().readinto(buffer)
+        self.consumed += got
+        return got
+
+
+LEGACY_KEY = Fernet.generate_key()
+LEGACY_PLAINTEXT = data(5000, 3)
+LEGACY_TOKEN = Fernet(LEGACY_KEY).encrypt(LEGACY_PLAINTEXT)
+
+
+def test_the_default_legacy_cap_is_256_mib():
+    assert LEGACY_MAX_SIZE == 256 << 20
+
+
+@pytest.mark.parametrize("max_size", [len(LEGACY_TOKEN), len(LEGACY_TOKEN) + 1, None])
+def test_a_legacy_token_up_to_the_cap_is_read(max_size):
+    for source in (io.BytesIO(LEGACY_TOKEN), Pipe(LEGACY_TOKEN, step=333)):
+        plaintext = legacy_open(source, [LEGACY_KEY], max_size=max_size)
+        assert plaintext.read() == LEGACY_PLAINTEXT
+    source = io.BytesIO(LEGACY_TOKEN)
+    assert decrypt_open(source, {}, [LEGACY_KEY], legacy_max_size=max_size).read() == (
+        LEGACY_PLAINTEXT
+    )
+    assert source.closed
+
+
+@pytest.mark.parametrize("max_size", [len(LEGACY_TOKEN) - 1, 1000, 0])
+def test_a_legacy_token_over_the_cap_is_refused_after_reading_at_most_the_cap(max_size):
+    reason = f"legacy file larger than the cap of {max_size} bytes"
+    seekable = CountingFile(LEGACY_TOKEN)
+    with pytest.raises(DecryptionError) as failure:
+        legacy_open(seekable, [LEGACY_KEY], max_size=max_size)
+    assert failure.value.reason == reason
+    assert seekable.reads == []  # a file that can tell its size is not read at all
+    pipe = CountingPipe(LEGACY_TOKEN, step=100)
+    with pytest.raises(DecryptionError) as failure:
+        legacy_open(pipe, [LEGACY_KEY], max_size=max_size)
+    assert failure.value.reason == reason
+    assert pipe.consumed <= max_size + 1
+
+
+@pytest.mark.parametrize("seekable", [True, False])
+def test_decrypt_open_applies_the_legacy_cap_and_leaves_the_file_open(seekable):
+    source = CountingFile(LEGACY_TOKEN) if seekable else CountingPipe(LEGACY_TOKEN, step=100)
+    with pytest.raises(DecryptionError) as failure:
+        decrypt_open(source, KEYS, [LEGACY_KEY], legacy_max_size=1000)
+    assert failure.value.reason == "legacy file larger than the cap of 1000 bytes"
+    assert not source.closed
+    if not seekable:
+        assert source.consumed <= 1001
+
+
+def test_the_legacy_cap_applies_from_the_current_position():
+    prefix = b"not part of the token"
+    source = io.BytesIO(prefix + LEGACY_TOKEN)
+    source.seek(len(prefix))
+    plaintext = legacy_open(source, [LEGACY_KEY], max_size=len(LEGACY_TOKEN))
+    assert plaintext.read() == LEGACY_PLAINTEXT
+
+
+def test_the_legacy_cap_does_not_apply_to_docvault_files():
+    ciphertext = seal(data(5000))
+    with decrypt_open(io.BytesIO(ciphertext), KEYS, [], legacy_max_size=0) as reader:
+        assert reader.read() == data(5000)
+
+
+@pytest.mark.parametrize(
+    ("max_size", "error"), [(-1, ValueError), ("10", TypeError), (True, TypeError)]
+)
+def test_a_bad_legacy_cap_is_misuse(max_size, error):
+    with pytest.raises(error):
+        legacy_open(io.BytesIO(LEGACY_TOKEN), [LEGACY_KEY], max_size=max_size)
+
+
+def test_a_legacy_read_without_a_cap_reads_a_large_token_whole():
+    plaintext = os.urandom(3 << 20)
+    token = Fernet(LEGACY_KEY).encrypt(plaintext)
+    assert legacy_open(Pipe(token, step=1 << 16), [LEGACY_KEY], max_size=None).read() == plaintext
+
+
 # Fixed vectors -------------------------------------------------------------------------------
 
 
 def v1_cases() -> list[dict]:
     return json.loads((VECTORS / "v1.json").read_text())["cases"]
+
+
+def v2_cases() -> list[dict]:
+    return json.loads((VECTORS / "v2.json").read_text())["cases"]
 
 
 @pytest.mark.parametrize("case", v1_cases(), ids=lambda case: case["name"])
@@ -788,20 +1140,61 @@ def test_v1_vector_decrypts(case):
     plaintext = bytes.fromhex(case["plaintext_hex"])
     assert decrypt_seekable(ciphertext, keys) == plaintext
     assert decrypt_sequential(ciphertext, keys) == plaintext
-    assert plaintext_size(len(ciphertext), case["segment_size"]) == len(plaintext)
+    assert plaintext_size(len(ciphertext), case["segment_size"], version=1) == len(plaintext)
     salt = bytes.fromhex(case["salt_hex"])
-    assert classify(ciphertext) == Classification(Kind.V1, key_id, case["segment_size"], salt)
+    expected = Classification(Kind.V1, key_id, case["segment_size"], salt, 1, None)
+    assert classify(ciphertext) == expected
     with DecryptingReader(io.BytesIO(ciphertext), keys) as reader:
-        assert reader.file_id == salt
+        assert (reader.file_id, reader.version, reader.document_id) == (salt, 1, None)
 
 
 @pytest.mark.parametrize("case", v1_cases(), ids=lambda case: case["name"])
-def test_v1_vector_is_reproduced_by_the_writer(case):
+def test_v1_vector_is_reproduced_by_the_compatibility_writer(case):
     randoms = fixed_random(bytes.fromhex(case["salt_hex"]), bytes.fromhex(case["nonce_prefix_hex"]))
     pieces = encrypt(
         bytes.fromhex(case["plaintext_hex"]),
         bytes.fromhex(case["key_hex"]),
         bytes.fromhex(case["key_id_hex"]),
+        segment_size=case["segment_size"],
+        _random=randoms,
+        _version=1,
+    )
+    assert b"".join(pieces).hex() == case["ciphertext_hex"]
+
+
+def test_v2_vectors_cover_bound_and_unbound_files():
+    document_ids = {case["document_id_hex"] for case in v2_cases()}
+    assert NO_DOCUMENT.hex() in document_ids and len(document_ids) >= 3
+    assert {case["segment_size"] for case in v2_cases()} == {1024, 1 << 20}
+
+
+@pytest.mark.parametrize("case", v2_cases(), ids=lambda case: case["name"])
+def test_v2_vector_decrypts(case):
+    key_id = bytes.fromhex(case["key_id_hex"])
+    keys = {key_id: bytes.fromhex(case["key_hex"])}
+    ciphertext = bytes.fromhex(case["ciphertext_hex"])
+    plaintext = bytes.fromhex(case["plaintext_hex"])
+    document_id = bytes.fromhex(case["document_id_hex"])
+    assert decrypt_seekable(ciphertext, keys) == plaintext
+    assert decrypt_sequential(ciphertext, keys) == plaintext
+    assert plaintext_size(len(ciphertext), case["segment_size"]) == len(plaintext)
+    salt = bytes.fromhex(case["salt_hex"])
+    expected = Classification(Kind.V2, key_id, case["segment_size"], salt, 2, document_id)
+    assert classify(ciphertext) == expected
+    with DecryptingReader(io.BytesIO(ciphertext), keys) as reader:
+        assert (reader.file_id, reader.version, reader.document_id) == (salt, 2, document_id)
+    other = bytes(b ^ 0xFF for b in document_id)
+    assert_rejected(header_with(ciphertext, document_id=other), plaintext, keys)
+
+
+@pytest.mark.parametrize("case", v2_cases(), ids=lambda case: case["name"])
+def test_v2_vector_is_reproduced_by_the_writer(case):
+    randoms = fixed_random(bytes.fromhex(case["salt_hex"]), bytes.fromhex(case["nonce_prefix_hex"]))
+    pieces = encrypt(
+        bytes.fromhex(case["plaintext_hex"]),
+        bytes.fromhex(case["key_hex"]),
+        bytes.fromhex(case["key_id_hex"]),
+        document_id=bytes.fromhex(case["document_id_hex"]),
         segment_size=case["segment_size"],
         _random=randoms,
     )

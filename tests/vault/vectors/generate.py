@@ -1,11 +1,12 @@
-"""Regenerate the fixed vectors v1.json and fernet.json next to this file.
+"""Regenerate the fixed vectors v2.json, v1.json and fernet.json next to this file.
 
-    python tests/vault/vectors/generate.py
+    python tests/vault/vectors/generate.py [v2.json] [v1.json] [fernet.json]   (default: all)
 
-v1.json is deterministic: keys, salts, nonce prefixes and plaintexts are derived from fixed labels,
-so regenerating rewrites the same bytes. Every v1 vector is checked before it is written against a
-naive one-shot implementation of the construction (below, independent of the streaming code) and
-against Google Tink (a test-only dependency).
+v2.json and v1.json are deterministic: keys, document IDs, salts, nonce prefixes and plaintexts are
+derived from fixed labels, so regenerating rewrites the same bytes. Every vector is checked before
+it is written against a naive one-shot implementation of the construction (below, independent of
+the streaming code) and against Google Tink (a test-only dependency). v1 files are written by the
+module's compatibility writer (`_version=1`); Docvault itself writes v2 only.
 
 fernet.json holds tokens made by the case study's exact code, `Fernet(key).encrypt(data)`, whose IV
 and timestamp are random: regenerating changes the tokens, and any of them is a valid vector.
@@ -39,6 +40,16 @@ V1_CASES = [
     ("two full segments", (1024 - 56) + (1024 - 16), 1024),
     ("three segments, short last", 2500, 1024),
 ]
+# (name, plaintext size, segment size, bound to a document): unbound files have a zero document ID
+V2_CASES = [
+    ("empty, unbound", 0, 1 << 20, False),
+    ("empty, bound", 0, 1 << 20, True),
+    ("short, unbound", 14, 1 << 20, False),
+    ("short, bound", 14, 1 << 20, True),
+    ("fills the first segment exactly", 1024 - 56, 1024, True),
+    ("two full segments", (1024 - 56) + (1024 - 16), 1024, True),
+    ("three segments, short last", 2500, 1024, True),
+]
 CASE_STUDY_SECRET = "case-study-encryption-secret-for-vectors-only"
 CASE_STUDY_SALT = "stable-salt-from-settings"
 CASE_STUDY_ITERATIONS = 100_000
@@ -50,11 +61,24 @@ def fixed_bytes(label: str, size: int) -> bytes:
     return hashlib.shake_256(b"docvault test vector/" + label.encode()).digest(size)
 
 
+def reference_header(key_id: bytes, segment_size: int, document_id: bytes | None) -> bytes:
+    """Return the Docvault header: v1 without a document ID, v2 with one."""
+    version = b"\x01" if document_id is None else b"\x02"
+    header = b"\x89DVLT\r\n\x1a" + version + key_id + struct.pack(">I", segment_size)
+    return header if document_id is None else header + document_id
+
+
 def reference_encrypt(
-    plaintext: bytes, key: bytes, key_id: bytes, segment_size: int, salt: bytes, prefix: bytes
+    plaintext: bytes,
+    key: bytes,
+    key_id: bytes,
+    segment_size: int,
+    salt: bytes,
+    prefix: bytes,
+    document_id: bytes | None = None,
 ) -> bytes:
     """Encrypt in one shot, straight from the format description: the check on the writer."""
-    header = b"\x89DVLT\r\n\x1a" + b"\x01" + key_id + struct.pack(">I", segment_size)
+    header = reference_header(key_id, segment_size, document_id)
     aead = AESGCM(HKDF(algorithm=hashes.SHA256(), length=32, salt=salt, info=header).derive(key))
     first, later = segment_size - 56, segment_size - 16
     segments = [plaintext[:first]]
@@ -70,11 +94,12 @@ def reference_encrypt(
 
 
 def tink_decrypt(ciphertext: bytes, key: bytes, segment_size: int) -> bytes:
-    """Decrypt a v1 file with Tink, the Docvault header as associated data."""
+    """Decrypt a v1 or v2 file with Tink, the Docvault header as associated data."""
     from tests.vault.test_tink_interop import tink_streaming_aead
 
     primitive = tink_streaming_aead(key, segment_size)
-    header, stream = ciphertext[:21], ciphertext[21:]
+    size = fileformat.header_size(ciphertext[8])
+    header, stream = ciphertext[:size], ciphertext[size:]
     with primitive.new_decrypting_stream(io.BytesIO(stream), header) as plaintext:
         return plaintext.read()
 
@@ -95,6 +120,7 @@ def v1_vectors() -> dict:
                 key_id,
                 segment_size=segment_size,
                 _random=lambda n, randoms=randoms: next(randoms),
+                _version=1,
             )
         )
         assert ciphertext == reference_encrypt(plaintext, key, key_id, segment_size, salt, prefix)
@@ -114,6 +140,54 @@ def v1_vectors() -> dict:
     return {
         "description": "Docvault v1 files (docs/FILE_FORMAT.md). The salt and nonce prefix are "
         "the random values the writer drew, in that order.",
+        "generator": "tests/vault/vectors/generate.py",
+        "cases": vectors,
+    }
+
+
+def v2_vectors() -> dict:
+    vectors = []
+    for name, size, segment_size, bound in V2_CASES:
+        label = "v2/" + name
+        key = fixed_bytes(label + "/key", 32)
+        key_id = fixed_bytes(label + "/key id", 8)
+        document_id = fixed_bytes(label + "/document id", 16) if bound else bytes(16)
+        salt = fixed_bytes(label + "/salt", 32)
+        prefix = fixed_bytes(label + "/nonce prefix", 7)
+        plaintext = fixed_bytes(label + "/plaintext", size)
+        randoms = iter([salt, prefix])
+        ciphertext = b"".join(
+            fileformat.encrypt(
+                plaintext,
+                key,
+                key_id,
+                document_id=document_id,
+                segment_size=segment_size,
+                _random=lambda n, randoms=randoms: next(randoms),
+            )
+        )
+        expected = reference_encrypt(
+            plaintext, key, key_id, segment_size, salt, prefix, document_id
+        )
+        assert ciphertext == expected
+        assert tink_decrypt(ciphertext, key, segment_size) == plaintext
+        vectors.append(
+            {
+                "name": name,
+                "key_hex": key.hex(),
+                "key_id_hex": key_id.hex(),
+                "document_id_hex": document_id.hex(),
+                "segment_size": segment_size,
+                "salt_hex": salt.hex(),
+                "nonce_prefix_hex": prefix.hex(),
+                "plaintext_hex": plaintext.hex(),
+                "ciphertext_hex": ciphertext.hex(),
+            }
+        )
+    return {
+        "description": "Docvault v2 files (docs/FILE_FORMAT.md): the v1 layout with the 16-byte "
+        "document ID after the segment size, all zero for a file bound to no document. The salt "
+        "and nonce prefix are the random values the writer drew, in that order.",
         "generator": "tests/vault/vectors/generate.py",
         "cases": vectors,
     }
@@ -154,7 +228,15 @@ def fernet_vectors() -> dict:
 
 
 def main() -> None:
-    for name, content in (("v1.json", v1_vectors()), ("fernet.json", fernet_vectors())):
+    only = set(sys.argv[1:])  # e.g. "v2.json": leave the others (the Fernet tokens) as they are
+    for name, build in (
+        ("v2.json", v2_vectors),
+        ("v1.json", v1_vectors),
+        ("fernet.json", fernet_vectors),
+    ):
+        if only and name not in only:
+            continue
+        content = build()
         (HERE / name).write_text(json.dumps(content, indent=2) + "\n")
         print(f"wrote {HERE / name}")
 
