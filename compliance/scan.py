@@ -47,13 +47,13 @@ RESERVED_PREFIX = "_docvault/"
 # or the leftover of a crash.
 PARTIAL_NAME = re.compile(r"(?:^|/)\.docvault-[^/]*\.part$")
 LEGACY_MAX_SIZE_SETTING = "VAULT_LEGACY_MAX_SIZE"
-DEFAULT_LEGACY_MAX_SIZE = 200 << 20
 
-FORMAT_V1 = "v1"
-FORMAT_LEGACY = "fernet"
+FORMAT_V2 = Kind.V2.value
+FORMAT_V1 = Kind.V1.value
+FORMAT_LEGACY = Kind.LEGACY.value
 FORMAT_PLAINTEXT = "plaintext"
 FORMAT_UNKNOWN = "unknown"
-CIPHERTEXT_FORMATS = frozenset({FORMAT_V1, FORMAT_LEGACY})
+CIPHERTEXT_FORMATS = frozenset({FORMAT_V2, FORMAT_V1, FORMAT_LEGACY})
 
 Finding = ScanFinding.Kind
 
@@ -125,7 +125,7 @@ def storage_walk(storage: Storage, path: str = "") -> Iterator[str]:
 
 def legacy_max_size() -> int:
     """Return the largest legacy Fernet file the scan decrypts to find its key, in bytes."""
-    return int(getattr(settings, LEGACY_MAX_SIZE_SETTING, DEFAULT_LEGACY_MAX_SIZE))
+    return int(getattr(settings, LEGACY_MAX_SIZE_SETTING, None) or fileformat.LEGACY_MAX_SIZE)
 
 
 def file_classify(storage: Storage, name: str, ring: KeyRing, *, full: bool = False) -> FileEntry:
@@ -138,7 +138,7 @@ def file_classify(storage: Storage, name: str, ring: KeyRing, *, full: bool = Fa
         size = _opened_size(handle)
         head = handle.read(fileformat.CLASSIFY_BYTES)
         found = fileformat.classify(head)
-        if found.kind is Kind.V1:
+        if found.is_docvault:
             return _docvault_check(handle, name, size, found, ring, full=full)
         if found.kind is Kind.LEGACY:
             return _legacy_check(handle, head, name, size, ring)
@@ -169,12 +169,16 @@ def _docvault_check(
     entry = FileEntry(
         name,
         size,
-        FORMAT_V1,
+        found.kind.value,
         key_id=key_id,
         file_id=found.file_id.hex() if found.file_id else "",
     )
+    if found.document_id and found.document_id != fileformat.NO_DOCUMENT:
+        entry.bound_to = uuid.UUID(bytes=found.document_id)
     try:
-        entry.plaintext_size = fileformat.plaintext_size(size, found.segment_size)
+        entry.plaintext_size = fileformat.plaintext_size(
+            size, found.segment_size, version=found.version
+        )
     except (DecryptionError, ValueError) as exc:
         reason = exc.reason if isinstance(exc, DecryptionError) else str(exc)
         entry.problem, entry.detail = Finding.DECRYPTION_FAILED, f"impossible file: {reason}"

@@ -6,6 +6,7 @@ import json
 import os
 import random
 import secrets
+import uuid
 from pathlib import Path
 
 import pytest
@@ -90,7 +91,7 @@ def test_documents_uploaded_through_the_portal_are_certified(client, alice, acme
     inner = scan_storage()
     assert run.bytes == inner.size(one.file.name) + inner.size(two.file.name)
     primary = keyring().primary
-    assert run.counts_by_format == {"v1": {"files": 2, "bytes": run.bytes}}
+    assert run.counts_by_format == {"v2": {"files": 2, "bytes": run.bytes}}
     assert run.counts_by_key[primary.key_id_hex]["label"] == primary.label
     assert run.counts_by_key[primary.key_id_hex]["status"] == "primary"
     assert run.counts_by_key[primary.key_id_hex]["files"] == 2
@@ -278,7 +279,7 @@ def test_orphans_are_listed_and_written_as_a_manifest_template(tmp_path, client,
     assert f"2 orphan(s) written to {manifest}" in err
     run = ScanRun.objects.get()
     finding = run.findings.get(path=orphan)
-    assert finding.kind == Kind.ORPHAN and finding.file_format == "v1"
+    assert finding.kind == Kind.ORPHAN and finding.file_format == "v2"
     assert finding.detail == "no document row has this stored name"
 
 
@@ -333,6 +334,57 @@ def test_files_swapped_between_documents_are_found(client, alice, acme, charlie,
     assert set(mismatches) == {mine.pk, theirs.pk}
     assert "file ID: row " + mine.file_id[:16] in mismatches[mine.pk].detail
     assert f"size: row {len(PDF)}, file {len(PDF) + 6}" in mismatches[mine.pk].detail
+
+
+def test_a_file_written_for_another_document_is_found(client, alice, acme, charlie, globex):
+    mine = upload(client, alice, acme, "Acme revenue")
+    theirs = upload(client, charlie, globex, "Globex memo")
+    # Someone with write access to the storage puts a file written for Acme's document under
+    # Globex's stored name (made here with the primary key, so only the binding gives it away).
+    ring = keyring()
+    key = ring.primary
+    forged = fileformat.encrypt(
+        PDF, ring.file_keys[key.key_id], key.key_id, document_id=mine.pk.bytes
+    )
+    replace_bytes(theirs.file.name, b"".join(forged))
+
+    code, _, _ = scan("--full")
+
+    run = ScanRun.objects.get()
+    assert code == 1
+    bound = run.findings.get(kind=Kind.BOUND_ELSEWHERE)
+    assert (bound.path, bound.document_id) == (theirs.file.name, theirs.pk)
+    assert f"written for document {mine.pk} (Acme revenue)" in bound.detail
+    assert "1 files written for another document" in run.certification
+    # It authenticates: the file is intact, it is just not this document's.
+    assert not run.findings.filter(kind=Kind.DECRYPTION_FAILED).exists()
+
+
+def test_unbound_files_are_counted():
+    ring = keyring()
+    key = ring.primary
+    file_key = ring.file_keys[key.key_id]
+    plant("old/v1", b"".join(fileformat.encrypt(PDF, file_key, key.key_id, _version=1)))
+    plant("old/v2-unbound", b"".join(fileformat.encrypt(PDF, file_key, key.key_id)))
+    plant("old/legacy", Fernet(key.fernet_key).encrypt(PDF))
+    stranger = uuid.uuid4()
+    plant(
+        "old/v2-bound",
+        b"".join(fileformat.encrypt(PDF, file_key, key.key_id, document_id=stranger.bytes)),
+    )
+
+    code, _, _ = scan()
+
+    run = ScanRun.objects.get()
+    assert code == 0
+    assert run.unbound_files == 4
+    assert {fmt: c["files"] for fmt, c in run.counts_by_format.items()} == {
+        "fernet": 1,
+        "v1": 1,
+        "v2": 2,
+    }
+    detail = run.findings.get(path="old/v2-bound").detail
+    assert detail.endswith(f"its header names document {stranger}")
 
 
 # Output, digest, errors --------------------------------------------------------------------------
