@@ -15,3 +15,32 @@ def response_close(response) -> None:
         response.close()
     finally:
         request_finished.connect(close_old_connections)
+
+
+def document_upload(
+    company, data: bytes, filename: str = "report.txt", *, uploaded_by=None, segment_size=None
+):
+    """Return a new document of `company` holding `data`, stored the way the upload view does.
+
+    `segment_size` (small, to make multi-segment files cheap) configures the default storage for
+    this one write; the file then reads back under any configuration.
+    """
+    from contextlib import nullcontext
+
+    from django.conf import settings
+    from django.core.files.base import ContentFile
+    from django.test import override_settings
+
+    from vault.documents import document_create
+
+    storages = {
+        **settings.STORAGES,
+        "default": {
+            "BACKEND": "vault.storage.EncryptedStorage",
+            "OPTIONS": {"segment_size": segment_size},
+        },
+    }
+    with override_settings(STORAGES=storages) if segment_size else nullcontext():
+        return document_create(
+            company=company, content=ContentFile(data, name=filename), uploaded_by=uploaded_by
+        )

@@ -69,10 +69,16 @@ class AccessContext:
     request: Any = None
     document: Any = None
     staff_read: bool = False
+    # The plaintext bytes this access sends: what a download will send once its open is allowed,
+    # what a stream had sent when it failed.
     bytes_planned: int | None = None
-    # The file ID (hex) the document row recorded at upload: opening a stored file with another one
-    # fails, so a whole file swapped in from another document is never served.
-    file_id: str = ""
+    # The document whose file is being opened: the storage's open refuses (and records) any other
+    # file, so a file swapped in from another document is never served as this one.
+    bound_document: Any = None
+    # Called by the storage's open with the file's real plaintext size, before anything is recorded:
+    # returns the action and the bytes the caller will send (a download judges Range here, once).
+    # Whatever it raises ends the open, unrecorded.
+    plan: Callable[[int], tuple[str, int]] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
 

@@ -1,7 +1,7 @@
 """Admin pages for companies, memberships, documents and grants.
 
 Uploads through the admin go through the same encrypting upload handler (FILE_UPLOAD_HANDLERS) and
-the same `document_file_store()` as the portal. The stored file is never linked by its media path:
+the same `vault.documents.document_store()` as the portal. The stored file is never linked by its media path:
 the admin links to the permission-checked, recorded download view instead.
 """
 
@@ -15,9 +15,9 @@ from django.template.defaultfilters import filesizeformat
 from django.urls import reverse
 from django.utils.html import format_html
 
+from .documents import document_remove, document_store, grant_remove, grant_save
 from .models import Company, Document, Grant, Membership
-from .uploads import document_store, upload_error
-from .views import document_remove, grant_remove, grant_save
+from .uploads import upload_error
 
 
 class MembershipInline(admin.TabularInline):

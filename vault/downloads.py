@@ -10,8 +10,13 @@ Decisions, in the terms of RFC 9110:
   backslashes, any `%`, so no double encoding) is refused with 400 before any database or file
   access; a stored file that resolves outside the media root (a symlink) gets 400 as well. Both are
   recorded as DENIED.
-- The Content-Type is the one python-magic sniffed from the first plaintext bytes at upload (kept in
-  the row); a file stored without one is sniffed from its first decrypted segment here.
+- The Content-Type is the one python-magic sniffed from the first plaintext bytes when the file was
+  written (kept in the row); a row without one (never filled from its file) is served as
+  application/octet-stream, an attachment. Nothing is sniffed here.
+- Sizes and ranges are judged once, against the plaintext size the reader finds in the file, never
+  against the row; the access event records the bytes the response sends.
+- The file must be the one written for this document (see `vault.storage.bound_check`); any other
+  is refused with the error page and recorded as FAILED.
 - HEAD opens the file like a download and authenticates its first segment (a tampered file gets
   the same error page as GET), so it is recorded (action download, bytes planned 0). HEAD ignores
   Range, as RFC 9110 says of every method but GET.
@@ -19,8 +24,9 @@ Decisions, in the terms of RFC 9110:
   decrypted and so nothing recorded; several ranges, a malformed header or any If-Range (we send no
   validator it could match): the whole file, 200.
 - No key configured: 503. Recording impossible: 503, nothing served. A file that fails
-  authentication, uses an unknown key or is missing: 500 with an error page that shows the request
-  id (the fault is the server's stored data, not the request, hence not 422). A later segment that
+  authentication, uses an unknown key, is bound to another document, is missing or cannot be read
+  (any OSError): 500 with an error page that shows the request id, recorded as FAILED (the fault
+  is the server's stored data, not the request, hence not 422). A later segment that
   fails: the stream raises, so the server drops the connection short of Content-Length.
 
 Streaming holds for WSGI servers (gunicorn), the deployment target: under ASGI, Django 5.2 buffers
@@ -29,20 +35,15 @@ any synchronous streaming response whole before sending it.
 
 import contextvars
 import logging
-import os
-import re
 import time
-import unicodedata
 import uuid
 from collections.abc import Iterator
+from dataclasses import replace
 from typing import Any
-from urllib.parse import quote
 
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import ImproperlyConfigured, SuspiciousFileOperation
-from django.core.files.storage import FileSystemStorage, Storage
 from django.http import Http404, HttpRequest, HttpResponse, StreamingHttpResponse
-from django.shortcuts import render
 from django.views.decorators.http import require_safe
 
 from .access import (
@@ -57,102 +58,28 @@ from .access import (
     request_id_get,
 )
 from .fileformat import DecryptionError
+from .http import (
+    NO_STORE,
+    RangeNotSatisfiable,
+    byte_range_parse,
+    content_disposition,
+    download_error_response,
+    not_satisfiable_response,
+    unavailable_response,
+)
 from .keys import keyring
-from .mime import SNIFF_BYTES, mime_sniff
+from .mime import UNKNOWN
 from .models import Document, document_get_for_reader
+from .paths import stored_name_printable, stored_name_validate, stored_path_check
 
 logger = logging.getLogger(__name__)
 
-MAX_NAME_LENGTH = 255
 INLINE_TYPES = frozenset({"application/pdf", "image/png", "image/jpeg", "image/gif", "image/webp"})
 # Chrome and Safari refuse to render a PDF under `sandbox`, so PDFs get the no-fetch policy only.
 CSP_PDF = "default-src 'none'; object-src 'self'; style-src 'unsafe-inline'"
 CSP_IMAGE = "default-src 'none'; img-src 'self'; style-src 'unsafe-inline'; sandbox"
 KEY_MISSING_STAFF = "Encryption key not configured."
 TRY_AGAIN = "Please try again later."
-
-# Stored names are generated (`documents/2026/11/<hex>`): none holds a control character, a
-# backslash or a percent sign, so refusing them costs nothing and ends every encoding trick.
-_NAME_FORBIDDEN = re.compile(r"[\x00-\x1f\x7f-\x9f\\%]")
-_RANGE_SPEC = re.compile(r"[ \t]*(\d*)[ \t]*-[ \t]*(\d*)[ \t]*", re.ASCII)
-_FILENAME_UNSAFE = re.compile(r"[\x00-\x1f\x7f-\x9f/\\]")
-_QUOTED_UNSAFE = re.compile(r'[^\x20-\x7e]|["\\]')
-
-
-class RangeNotSatisfiable(Exception):
-    """Raised for a Range header that no byte of the representation satisfies."""
-
-
-def stored_name_validate(name: str) -> str:
-    """Return `name` if it is a clean relative stored name; raise SuspiciousFileOperation."""
-    if not name or len(name) > MAX_NAME_LENGTH:
-        raise SuspiciousFileOperation("Stored name is empty or too long.")
-    if _NAME_FORBIDDEN.search(name):
-        raise SuspiciousFileOperation(f"Stored name {name!r} holds a forbidden character.")
-    if name.startswith("/") or any(part in ("", ".", "..") for part in name.split("/")):
-        raise SuspiciousFileOperation(f"Stored name {name!r} is absolute or not normalised.")
-    return name
-
-
-def stored_path_check(storage: Storage, name: str) -> None:
-    """Raise SuspiciousFileOperation if a filesystem-stored name resolves outside its root."""
-    inner = getattr(storage, "inner", storage)
-    if not isinstance(inner, FileSystemStorage):
-        # Object stores have keys, not paths: nothing there can link out of the bucket.
-        return
-    root = os.path.realpath(inner.location)
-    # inner.path() already refuses lexical escapes; realpath() catches symlinks on the way.
-    target = os.path.realpath(inner.path(name))
-    if not target.startswith(root + os.sep):
-        raise SuspiciousFileOperation(f"Stored name {name!r} resolves outside the media root.")
-
-
-def byte_range_parse(value: str | None, size: int) -> tuple[int, int] | None:
-    """Return the (first, last) byte of one satisfiable range, or None to send the whole file.
-
-    Raise RangeNotSatisfiable when no byte satisfies it. Malformed headers, other units and
-    several ranges give None: a server may always ignore Range (RFC 9110 section 14.2).
-    """
-    if not value:
-        return None
-    unit, sep, spec = value.partition("=")
-    if not sep or unit.strip().lower() != "bytes" or "," in spec:
-        return None
-    match = _RANGE_SPEC.fullmatch(spec)
-    if match is None:
-        return None
-    first_text, last_text = match.groups()
-    try:
-        if not first_text:
-            if not last_text:
-                return None
-            suffix = int(last_text)
-            if suffix == 0:
-                raise RangeNotSatisfiable
-            if size == 0:
-                return None
-            return max(0, size - suffix), size - 1
-        first = int(first_text)
-        last = int(last_text) if last_text else size - 1
-    except ValueError:  # more digits than int() accepts
-        return None
-    if last_text and last < first:
-        return None
-    if first >= size:
-        raise RangeNotSatisfiable
-    return first, min(last, size - 1)
-
-
-def content_disposition(disposition: str, filename: str) -> str:
-    """Return a Content-Disposition value: an ASCII fallback plus the exact UTF-8 name (RFC 6266)."""
-    name = _FILENAME_UNSAFE.sub("_", filename).strip() or "document"
-    # Accents dropped ("Müller" -> "Muller"), anything else non-ASCII becomes "_".
-    decomposed = unicodedata.normalize("NFKD", name)
-    fallback = "".join(char for char in decomposed if not unicodedata.combining(char))
-    fallback = _QUOTED_UNSAFE.sub("_", fallback)
-    if fallback == name:
-        return f'{disposition}; filename="{name}"'
-    return f"{disposition}; filename=\"{fallback}\"; filename*=UTF-8''{quote(name, safe='')}"
 
 
 @require_safe
@@ -170,9 +97,32 @@ def serve(request: HttpRequest, path: str) -> HttpResponse:
     try:
         name = stored_name_validate(path)
     except SuspiciousFileOperation:
-        _refusal_record(request, "unsafe path", started, stored_name=_printable(path))
+        _refusal_record(request, "unsafe path", started, stored_name=stored_name_printable(path))
         raise
     return _download(request, {"file": name}, started=started)
+
+
+class _Plan:
+    """What a download sends, judged once against the plaintext size the reader found."""
+
+    def __init__(self, request: HttpRequest) -> None:
+        self.head_only = request.method == "HEAD"
+        # HEAD ignores Range (RFC 9110); any If-Range cannot match, as we send no validator.
+        ignored = self.head_only or "HTTP_IF_RANGE" in request.META
+        self.range_header = None if ignored else request.META.get("HTTP_RANGE")
+        self.size = 0
+        self.byte_range: tuple[int, int] | None = None
+
+    def __call__(self, size: int) -> tuple[str, int]:
+        """Return the action and the bytes to send; raise RangeNotSatisfiable."""
+        self.size = size
+        self.byte_range = byte_range_parse(self.range_header, size)
+        if self.head_only:
+            return Action.DOWNLOAD, 0
+        if self.byte_range is None:
+            return Action.DOWNLOAD, size
+        first, last = self.byte_range
+        return Action.RANGE, last - first + 1
 
 
 def _download(request: HttpRequest, lookup: dict[str, Any], started: float) -> HttpResponse:
@@ -196,112 +146,89 @@ def _download(request: HttpRequest, lookup: dict[str, Any], started: float) -> H
         stored_path_check(storage, name)
     except SuspiciousFileOperation:
         logger.error("Refused stored name %r of document %s: %s.", name, document.pk, reason)
-        _refusal_record(request, reason, started, document=document, stored_name=_printable(name))
+        _refusal_record(
+            request, reason, started, document=document, stored_name=stored_name_printable(name)
+        )
         raise
 
     try:
         keyring()
     except ImproperlyConfigured:
         logger.error("Download of document %s refused: no encryption key configured.", document.pk)
-        return _unavailable(KEY_MISSING_STAFF if request.user.is_staff else TRY_AGAIN)
+        message = KEY_MISSING_STAFF if request.user.is_staff else TRY_AGAIN
+        return unavailable_response(request, message, page=False)
 
-    head_only = request.method == "HEAD"
-    size = document.size
-    byte_range = None
-    if not head_only and "HTTP_IF_RANGE" not in request.META:
-        try:
-            byte_range = byte_range_parse(request.META.get("HTTP_RANGE"), size)
-        except RangeNotSatisfiable:
-            return _not_satisfiable(size)
-
-    if head_only:
-        planned = 0
-    elif byte_range is None:
-        planned = size
-    else:
-        planned = byte_range[1] - byte_range[0] + 1
+    plan = _Plan(request)
     with access_context(
-        action=Action.DOWNLOAD if byte_range is None else Action.RANGE,
+        action=Action.DOWNLOAD,
         user=request.user,
         request=request,
         document=document,
         staff_read=staff_read,
-        bytes_planned=planned,
-        file_id=document.file_id,
+        bound_document=document,
+        plan=plan,
         extra={"started": started},
     ):
         try:
             file = storage.open(name, "rb")
+        except RangeNotSatisfiable as exc:
+            return not_satisfiable_response(exc.size)
         except RecordError as exc:
             logger.error("Download of document %s refused: %s", document.pk, exc)
-            return _unavailable(TRY_AGAIN)
+            return unavailable_response(request, TRY_AGAIN, page=False)
         except DecryptionError as exc:
             return _failure_page(request, document, name, exc.reason)
-        except FileNotFoundError:
-            _failure_record(name, "stored file missing")
-            return _failure_page(request, document, name, "stored file missing")
+        except OSError as exc:
+            # A missing file, a directory at its name, a permission error: the stored data's
+            # fault, recorded like a file that fails authentication.
+            reason = _os_error_reason(exc)
+            _failure_record(name, reason)
+            return _failure_page(request, document, name, reason)
         try:
-            return _respond(request, document, file, size, byte_range, head_only)
+            return _respond(request, document, file, plan)
         except RecordError as exc:
             file.close()
             logger.error("Download of document %s refused: %s", document.pk, exc)
-            return _unavailable(TRY_AGAIN)
+            return unavailable_response(request, TRY_AGAIN, page=False)
         except DecryptionError as exc:
             file.close()
             return _failure_page(request, document, name, exc.reason)
+        except OSError as exc:
+            file.close()
+            reason = _os_error_reason(exc)
+            _failure_record(name, reason)
+            return _failure_page(request, document, name, reason)
         except BaseException:
             file.close()
             raise
 
 
-def _respond(
-    request: HttpRequest,
-    document: Document,
-    file: Any,
-    size: int,
-    byte_range: tuple[int, int] | None,
-    head_only: bool,
-) -> HttpResponse:
-    """Decrypt the first segment, take the sniffed type, build the response; the file is ours."""
-    actual = _plaintext_size(file)
-    if actual != size:
-        logger.warning(
-            "Document %s: recorded size %d, file holds %d bytes.", document.pk, size, actual
-        )
-        size = actual
-        if byte_range is not None:
-            try:
-                byte_range = byte_range_parse(request.META.get("HTTP_RANGE"), size)
-            except RangeNotSatisfiable:
-                byte_range = None
+def _os_error_reason(exc: OSError) -> str:
+    if isinstance(exc, FileNotFoundError):
+        return "stored file missing"
+    return f"stored file unreadable ({type(exc).__name__})"
 
-    if head_only:
+
+def _respond(request: HttpRequest, document: Document, file: Any, plan: _Plan) -> HttpResponse:
+    """Decrypt the first segment and build the response; the file is ours to close."""
+    size, byte_range = plan.size, plan.byte_range
+    # The type the file was sniffed as when written; a row never filled from its file gets none.
+    mime = document.mime_type or UNKNOWN
+    if plan.head_only:
         # The first segment is authenticated even here: HEAD answers as GET would, so a tampered
         # file gets the error page, not a 200.
         try:
-            first = next(file.segments(), b"")
+            next(file.segments(), b"")
         finally:
             file.close()
-        mime = document.mime_type or mime_sniff(bytes(first[:SNIFF_BYTES]))
         response = HttpResponse(content_type=mime)
         length = size
     else:
         start = 0 if byte_range is None else byte_range[0]
-        # The type sniffed from the first plaintext bytes at upload is in the row; libmagic runs
-        # here only for files stored without one (it costs up to 1.4 ms on text).
-        mime = document.mime_type
-        if start == 0:
-            segments = file.segments()
-            first = next(segments, b"")
-            mime = mime or mime_sniff(bytes(first[:SNIFF_BYTES]))
-        else:
-            if not mime:
-                # The reader keeps the segment it decrypted last: a start inside the first
-                # segment costs no second decryption.
-                mime = mime_sniff(file.read(SNIFF_BYTES))
+        if start:
             file.seek(start)
-            segments = file.segments()
-            first = next(segments, b"")
+        segments = file.segments()
+        first = next(segments, b"")
         length = size if byte_range is None else byte_range[1] - start + 1
         stream = _PlaintextStream(
             file, first, segments, length, contextvars.copy_context(), document, request
@@ -318,7 +245,7 @@ def _respond(
         "inline" if inline else "attachment", document.original_filename
     )
     response["Accept-Ranges"] = "bytes"
-    response["Cache-Control"] = "private, no-store"
+    response["Cache-Control"] = NO_STORE
     response["X-Content-Type-Options"] = "nosniff"
     if inline:
         response["Content-Security-Policy"] = CSP_PDF if mime == "application/pdf" else CSP_IMAGE
@@ -358,21 +285,33 @@ class _PlaintextStream:
                     remaining -= len(piece)
                 piece = self._context.run(next, self._segments, None)
                 if piece is None:
-                    self._context.run(_failure_record, self._file.name, "ended before its size")
+                    sent = self._length - remaining
+                    self._context.run(
+                        _failure_record, self._file.name, "ended before its size", sent
+                    )
                     raise DecryptionError("ended before its size")
             if remaining:
                 yield piece[:remaining]
+        except OSError as exc:
+            # The reader records what fails authentication; a read error is recorded here.
+            reason = _os_error_reason(exc)
+            self._context.run(_failure_record, self._file.name, reason, self._length - remaining)
+            self._log(reason)
+            raise
         except (DecryptionError, RecordError) as exc:
             # Raising makes the server drop the connection short of Content-Length, so no client
             # mistakes a truncated download for a complete one.
-            logger.error(
-                "Download of document %s aborted mid-stream: %s (stored name %s, reference %s).",
-                self._document.pk,
-                getattr(exc, "reason", exc),
-                self._file.name,
-                request_id_get(self._request),
-            )
+            self._log(getattr(exc, "reason", exc))
             raise
+
+    def _log(self, reason: object) -> None:
+        logger.error(
+            "Download of document %s aborted mid-stream: %s (stored name %s, reference %s).",
+            self._document.pk,
+            reason,
+            self._file.name,
+            request_id_get(self._request),
+        )
 
     def close(self) -> None:
         """Close the segment iterator and the file."""
@@ -380,21 +319,6 @@ class _PlaintextStream:
             self._segments.close()
         finally:
             self._file.close()
-
-
-def _printable(name: str) -> str:
-    """Return a hostile name fit for the log: escaped, quotes dropped, bounded."""
-    return ascii(name)[1:-1][:MAX_NAME_LENGTH]
-
-
-def _plaintext_size(file: Any) -> int:
-    try:
-        return file.size
-    except AttributeError:
-        # A legacy file is decrypted whole into memory: its end is its size.
-        size = file.seek(0, os.SEEK_END)
-        file.seek(0)
-        return size
 
 
 def _refusal_record(
@@ -415,12 +339,11 @@ def _refusal_record(
     )
 
 
-def _failure_record(name: str, reason: str) -> None:
+def _failure_record(name: str, reason: str, sent: int = 0) -> None:
     """Record, in the current access context, a failure the storage never saw."""
+    context = replace(access_context_current(), bytes_planned=sent)
     try:
-        access_record(
-            Access(Outcome.FAILED, access_context_current(), stored_name=name, reason=reason)
-        )
+        access_record(Access(Outcome.FAILED, context, stored_name=name, reason=reason))
     except RecordError as exc:
         logger.error("Failure (%s) could not be recorded: %s", reason, exc)
 
@@ -435,25 +358,4 @@ def _failure_page(request: HttpRequest, document: Document, name: str, reason: s
         name,
         reference,
     )
-    response = render(
-        request,
-        "vault/download_error.html",
-        {"reference": reference, "document": document},
-        status=500,
-    )
-    response["Cache-Control"] = "private, no-store"
-    return response
-
-
-def _unavailable(message: str) -> HttpResponse:
-    response = HttpResponse(message, status=503, content_type="text/plain; charset=utf-8")
-    response["Cache-Control"] = "private, no-store"
-    return response
-
-
-def _not_satisfiable(size: int) -> HttpResponse:
-    response = HttpResponse(status=416)
-    response["Content-Range"] = f"bytes */{size}"
-    response["Accept-Ranges"] = "bytes"
-    response["Cache-Control"] = "private, no-store"
-    return response
+    return download_error_response(request, document, reference)

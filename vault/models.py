@@ -1,11 +1,18 @@
 """Companies, their members, their documents, and the grants that share a document with another company."""
 
 import uuid
+from typing import Any
 
 from django.conf import settings
+from django.core.files import File
 from django.db import connections, models, router
 from django.db.models import Exists, OuterRef, Q
+from django.db.models.fields.files import FieldFile
 from django.utils import timezone
+
+from .access import access_context, access_context_current
+from .fileformat import DecryptionError
+from .storage import StoredFile
 
 READ_ANY_PERMISSION = "vault.read_any_document"
 
@@ -62,6 +69,76 @@ class DocumentQuerySet(models.QuerySet):
         )
 
 
+class DocumentFieldFile(FieldFile):
+    """A document's file: written bound to its document, opened only as that document's file."""
+
+    def save(self, name: str, content: File, save: bool = True) -> None:
+        """Store `content` encrypted for this document; fill the columns from the file as written.
+
+        Every path that stores a document's file comes here: the upload views, the admin, an ORM
+        `document.file.save(...)`, a `Document(file=ContentFile(...))` saved.
+        """
+        name = self.field.generate_filename(self.instance, name)
+        document_save = getattr(self.storage, "document_save", None)
+        if document_save is None:
+            raise TypeError("A document's file needs the vault's EncryptedStorage.")
+        # The upload event names the document, and so its title, whoever stores the file.
+        fields = (
+            {} if access_context_current().document is not None else {"document": self.instance}
+        )
+        with access_context(**fields):
+            stored = document_save(
+                name, content, self.instance.pk, max_length=self.field.max_length
+            )
+        self.name = stored.name
+        setattr(self.instance, self.field.attname, self.name)
+        self._committed = True
+        document_metadata_set(self.instance, stored)
+        if save:
+            self.instance.save()
+
+    save.alters_data = True
+
+    def _file_get(self) -> Any:
+        if getattr(self, "_file", None) is None:
+            self._require_file()
+            with access_context(bound_document=self.instance):
+                self._file = self.storage.open(self.name, "rb")
+        return self._file
+
+    file = property(_file_get, FieldFile._set_file, FieldFile._del_file)
+
+    def open(self, mode: str = "rb") -> "DocumentFieldFile":
+        """Open the file for reading; a file written for another document is refused."""
+        self._require_file()
+        if getattr(self, "_file", None) is None:
+            self._file_get()
+        else:
+            self.file.open(mode)
+        return self
+
+    open.alters_data = True
+
+
+class DocumentFileField(models.FileField):
+    """The file of a document, stored encrypted and bound to it (see DocumentFieldFile)."""
+
+    attr_class = DocumentFieldFile
+
+
+def document_metadata_set(document: "Document", stored: StoredFile) -> None:
+    """Fill the document's derived columns from its stored file: the one place that does.
+
+    Raise DecryptionError for a file written for another document.
+    """
+    if stored.document_id is not None and stored.document_id != document.pk:
+        raise DecryptionError("the stored file was written for another document")
+    document.size = stored.size
+    document.mime_type = stored.mime_type
+    document.key_id = stored.key_id
+    document.file_id = stored.file_id
+
+
 class Document(models.Model):
     """A confidential document; its file is stored encrypted by the default storage."""
 
@@ -77,18 +154,21 @@ class Document(models.Model):
         related_name="uploaded_documents",
     )
     uploaded_at = models.DateTimeField(default=timezone.now, editable=False, db_index=True)
-    size = models.PositiveBigIntegerField(default=0, help_text="Plaintext size in bytes.")
-    mime_type = models.CharField(max_length=100, blank=True)
+    # Derived from the stored file by document_metadata_set(), never typed in.
+    size = models.PositiveBigIntegerField(
+        default=0, editable=False, help_text="Plaintext size in bytes."
+    )
+    mime_type = models.CharField(max_length=100, blank=True, editable=False)
     key_id = models.CharField(
-        max_length=16, blank=True, help_text="Key ID the file is encrypted with."
+        max_length=16, blank=True, editable=False, help_text="Key ID the file is encrypted with."
     )
     file_id = models.CharField(
         max_length=64,
         blank=True,
         editable=False,
-        help_text="ID of the encrypted file (its public random salt): binds the file to this row.",
+        help_text="ID of the encrypted file (its public random salt): binds a v1 file to this row.",
     )
-    file = models.FileField(upload_to="documents/%Y/%m/", max_length=255, unique=True)
+    file = DocumentFileField(upload_to="documents/%Y/%m/", max_length=255, unique=True)
 
     objects = DocumentQuerySet.as_manager()
 

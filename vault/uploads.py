@@ -17,16 +17,10 @@ from collections.abc import Iterator
 from typing import Any
 
 from django.conf import settings
-from django.core.files import File
 from django.core.files.uploadedfile import UploadedFile
 from django.core.files.uploadhandler import FileUploadHandler, StopFutureHandlers
-from django.db import transaction
 
 from . import fileformat
-from .access import Action, access_context
-from .keys import keyring
-from .mime import SNIFF_BYTES, mime_sniff
-from .models import Company, Document
 
 logger = logging.getLogger(__name__)
 
@@ -117,11 +111,8 @@ class _Spool:
 class EncryptedUploadedFile(UploadedFile):
     """An upload held encrypted in a temporary file; reading it decrypts, closing it deletes it."""
 
-    def __init__(
-        self, reader: fileformat.DecryptingReader, name: str, mime_type: str, **kwargs: Any
-    ) -> None:
+    def __init__(self, reader: fileformat.DecryptingReader, name: str, **kwargs: Any) -> None:
         super().__init__(reader, name, size=reader.size, **kwargs)
-        self.mime_type = mime_type
 
     def chunks(self, chunk_size: int | None = None) -> Iterator[bytes | memoryview]:
         """Yield the plaintext from the start, one authenticated segment at a time."""
@@ -146,7 +137,6 @@ class RejectedUploadedFile(UploadedFile):
     def __init__(self, name: str, size: int, error: str) -> None:
         super().__init__(None, name, size=size)
         self.error = error
-        self.mime_type = ""
 
     @property
     def closed(self) -> bool:
@@ -185,7 +175,6 @@ class EncryptingUploadHandler(FileUploadHandler):
         super().__init__(request)
         self.max_size = upload_max_size()
         self._spool: _Spool | None = None
-        self._head = bytearray()
         self._received = 0
         self._rejected = False
 
@@ -193,7 +182,6 @@ class EncryptingUploadHandler(FileUploadHandler):
         """Start a spool for the next file, or refuse it at once if it announces too many bytes."""
         super().new_file(*args, **kwargs)
         self._discard()
-        self._head = bytearray()
         self._received = 0
         self._rejected = bool(self.content_length and self.content_length > self.max_size)
         if not self._rejected:
@@ -203,7 +191,7 @@ class EncryptingUploadHandler(FileUploadHandler):
         raise StopFutureHandlers
 
     def receive_data_chunk(self, raw_data: bytes, start: int) -> None:
-        """Encrypt a received chunk into the spool; keep the first bytes in memory for sniffing."""
+        """Encrypt a received chunk into the spool."""
         self._received += len(raw_data)
         if self._rejected:
             return None
@@ -212,8 +200,6 @@ class EncryptingUploadHandler(FileUploadHandler):
             self._rejected = True
             self._discard()
             return None
-        if len(self._head) < SNIFF_BYTES:
-            self._head += raw_data[: SNIFF_BYTES - len(self._head)]
         assert self._spool is not None
         try:
             self._spool.write(raw_data)
@@ -235,11 +221,9 @@ class EncryptingUploadHandler(FileUploadHandler):
         except BaseException:
             spool.close()
             raise
-        head, self._head = bytes(self._head), bytearray()
         return EncryptedUploadedFile(
             reader,
             name,
-            mime_sniff(head),
             content_type=self.content_type,
             charset=self.charset,
             content_type_extra=self.content_type_extra,
@@ -251,64 +235,5 @@ class EncryptingUploadHandler(FileUploadHandler):
 
     def _discard(self) -> None:
         spool, self._spool = self._spool, None
-        self._head = bytearray()
         if spool is not None:
             spool.close()
-
-
-def _head_read(content: File) -> bytes:
-    """Return the first bytes of any file for sniffing, leaving it at the start."""
-    if hasattr(content, "seek"):
-        content.seek(0)
-    head = content.read(SNIFF_BYTES)
-    if hasattr(content, "seek"):
-        content.seek(0)
-    return head
-
-
-def document_file_store(document: Document, content: File) -> None:
-    """Encrypt `content` into the document's file and fill in its metadata; the storage records it.
-
-    Call it inside `access_context(action=Action.UPLOAD, ...)`, and save the document afterwards.
-    The user's filename becomes metadata only: the storage picks a random stored name.
-    """
-    error = upload_error(content)
-    if error:
-        raise UploadRejected(error)
-    document.original_filename = filename_sanitise(content.name or "")
-    document.size = content.size
-    document.mime_type = getattr(content, "mime_type", None) or mime_sniff(_head_read(content))
-    document.key_id = keyring().primary.key_id_hex
-    document.file.save(STORED_NAME_HINT, content, save=False)
-    # Binds the row to this very file: the downloads refuse any other file found under its name.
-    file_id = document.file.storage.classify(document.file.name).file_id
-    document.file_id = file_id.hex() if file_id else ""
-
-
-def document_store(document: Document, content: File, *, user: Any, request: Any = None) -> None:
-    """Store `content` encrypted as the document's file and save the document, recorded as an upload.
-
-    All or nothing: if the row cannot be saved, the encrypted file is deleted again.
-    """
-    stored = ""
-    with access_context(action=Action.UPLOAD, user=user, request=request, document=document):
-        try:
-            with transaction.atomic():
-                document_file_store(document, content)
-                stored = document.file.name
-                if not document.title:
-                    document.title = document.original_filename[:200]
-                document.save()
-        except BaseException:
-            if stored:
-                document.file.storage.delete(stored)
-            raise
-
-
-def document_create(
-    *, company: Company, content: File, uploaded_by: Any, title: str = "", request: Any = None
-) -> Document:
-    """Return a new document of `company` holding `content` encrypted, recorded as an upload."""
-    document = Document(company=company, title=title, uploaded_by=uploaded_by)
-    document_store(document, content, user=uploaded_by, request=request)
-    return document

@@ -3,123 +3,34 @@
 Readers of a document are exactly `Document.objects.readable_by()` plus staff holding the read-any
 permission (`document_get_for_reader`); only members of the owning company may change it. Everyone
 else gets the same 404 as for a document that does not exist, so existence never leaks, and every
-refusal to change a document is recorded. The download views live in `vault.downloads`.
+refusal to change a document is recorded. The download views live in `vault.downloads`, the
+persistence they share with the admin and the commands in `vault.documents`.
 """
 
 import logging
 import uuid
-from datetime import datetime
-from functools import partial
-from typing import Any
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
-from django.db import transaction
 from django.db.models import Exists, OuterRef
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
-from django.utils import timezone
 from django.views.decorators.csrf import csrf_exempt, csrf_protect
 from django.views.decorators.http import require_http_methods, require_POST
 
-from .access import (
-    Access,
-    AccessContext,
-    Action,
-    Outcome,
-    RecordError,
-    access_context,
-    access_record,
-    refusal_record,
-)
+from .access import Action, RecordError, refusal_record
+from .documents import document_create, document_remove, grant_remove, grant_save
 from .forms import ShareForm, UploadForm
-from .models import Company, Document, Grant, Membership, document_get_for_reader
-from .uploads import EncryptingUploadHandler, UploadRejected, document_create
+from .http import unavailable_response
+from .models import Document, Grant, Membership, document_get_for_reader
+from .uploads import EncryptingUploadHandler, UploadRejected
 
 logger = logging.getLogger(__name__)
 
 PAGE_SIZE = 50
 NOT_FOUND = "No such document."
 UNAVAILABLE = "The action could not be recorded in the access log, so it was not carried out."
-
-
-# Plain functions the admin shares ----------------------------------------------------------------
-
-
-def grant_save(
-    document: Document,
-    company: Company,
-    expires_at: datetime | None,
-    *,
-    user: Any,
-    request: Any = None,
-) -> Grant:
-    """Share the document with a company until `expires_at` (None: no end); record the share."""
-    extra = {"company": company.name, "expires_at": expires_at.isoformat() if expires_at else None}
-    # The access log keeps `reason`, not `extra`: the reason says with whom and until when.
-    reason = f"shared with {company.name}"
-    if expires_at is not None:
-        reason += f" until {timezone.localtime(expires_at):%Y-%m-%d %H:%M %Z}"
-    with (
-        access_context(
-            action=Action.SHARE, user=user, request=request, document=document, extra=extra
-        ) as context,
-        transaction.atomic(),
-    ):
-        grant, _ = Grant.objects.update_or_create(
-            document=document,
-            company=company,
-            defaults={"expires_at": expires_at, "granted_by": user},
-        )
-        _record(Outcome.ALLOWED, context, document, reason)
-    return grant
-
-
-def grant_remove(grant: Grant, *, user: Any, request: Any = None) -> None:
-    """Stop sharing a document with a company; record the revocation."""
-    document = grant.document
-    with (
-        access_context(
-            action=Action.UNSHARE,
-            user=user,
-            request=request,
-            document=document,
-            extra={"company": grant.company.name},
-        ) as context,
-        transaction.atomic(),
-    ):
-        _record(Outcome.ALLOWED, context, document, f"no longer shared with {grant.company.name}")
-        grant.delete()
-
-
-def document_remove(document: Document, *, user: Any, request: Any = None) -> None:
-    """Delete the document, recorded; its encrypted file goes once the deletion is committed."""
-    storage, name = document.file.storage, document.file.name
-    with (
-        access_context(
-            action=Action.DELETE, user=user, request=request, document=document
-        ) as context,
-        transaction.atomic(),
-    ):
-        _record(Outcome.ALLOWED, context, document)
-        document.delete()
-        # After the commit: a rolled-back deletion must keep its file, and a failed file deletion
-        # leaves an orphan for the storage scan to report rather than a row without its file.
-        if name:
-            transaction.on_commit(partial(storage.delete, name), robust=True)
-
-
-def _record(outcome: str, context: AccessContext, document: Document, reason: str = "") -> None:
-    access_record(
-        Access(
-            outcome,
-            context,
-            stored_name=document.file.name or "",
-            key_id=document.key_id,
-            reason=reason,
-        )
-    )
 
 
 # Lookups -----------------------------------------------------------------------------------------
@@ -159,10 +70,6 @@ def _document_for_member(request: HttpRequest, pk: uuid.UUID, action: str) -> Do
         )
         raise Http404(NOT_FOUND)
     return document
-
-
-def _unavailable(request: HttpRequest) -> HttpResponse:
-    return render(request, "vault/unavailable.html", {"message": UNAVAILABLE}, status=503)
 
 
 # Views -------------------------------------------------------------------------------------------
@@ -208,7 +115,7 @@ def _document_upload(request: HttpRequest) -> HttpResponse:
                 )
             except RecordError:
                 logger.exception("An upload could not be recorded")
-                return _unavailable(request)
+                return unavailable_response(request, UNAVAILABLE)
             except UploadRejected as exc:
                 form.add_error("file", str(exc))
             else:
@@ -264,7 +171,7 @@ def document_share(request: HttpRequest, pk: uuid.UUID) -> HttpResponse:
         grant_save(document, company, form.expires_at, user=request.user, request=request)
     except RecordError:
         logger.exception("A share could not be recorded (document %s)", document.pk)
-        return _unavailable(request)
+        return unavailable_response(request, UNAVAILABLE)
     messages.success(request, f"Shared with {company}.")
     return redirect("vault:document_detail", pk=document.pk)
 
@@ -281,7 +188,7 @@ def grant_revoke(request: HttpRequest, pk: uuid.UUID, grant_id: int) -> HttpResp
         grant_remove(grant, user=request.user, request=request)
     except RecordError:
         logger.exception("An unshare could not be recorded (document %s)", document.pk)
-        return _unavailable(request)
+        return unavailable_response(request, UNAVAILABLE)
     messages.success(request, f"No longer shared with {grant.company}.")
     return redirect("vault:document_detail", pk=document.pk)
 
@@ -297,7 +204,7 @@ def document_delete(request: HttpRequest, pk: uuid.UUID) -> HttpResponse:
             document_remove(document, user=request.user, request=request)
         except RecordError:
             logger.exception("A deletion could not be recorded (document %s)", document.pk)
-            return _unavailable(request)
+            return unavailable_response(request, UNAVAILABLE)
         messages.success(request, f"“{title}” was deleted.")
         return redirect("vault:document_list")
     return render(request, "vault/document_confirm_delete.html", {"document": document})

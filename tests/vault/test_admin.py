@@ -6,9 +6,9 @@ from django.urls import reverse
 
 from compliance.models import AccessEvent
 from vault import fileformat
+from vault.documents import document_create
 from vault.keys import keyring
 from vault.models import Company, Document, Grant, Membership
-from vault.uploads import document_create
 
 pytestmark = pytest.mark.django_db
 

@@ -17,8 +17,9 @@ from django.urls import reverse
 from django.utils import timezone
 
 from compliance.models import AccessEvent
-from tests.helpers import response_close
+from tests.helpers import document_upload, response_close
 from vault import access, fileformat
+from vault.documents import document_metadata_refresh
 from vault.keys import keyring
 from vault.models import Document, Grant
 from vault.storage import EncryptedStorage
@@ -50,17 +51,8 @@ def company_of(user):
     return user.memberships.get().company
 
 
-def document_make(company, data, filename="report.txt", segment_size=None, **fields):
-    storage = EncryptedStorage(segment_size=segment_size) if segment_size else default_storage
-    name = storage.save("documents/2026/11/upload", ContentFile(data))
-    return Document.objects.create(
-        company=company,
-        title=filename,
-        original_filename=filename,
-        size=len(data),
-        file=name,
-        **fields,
-    )
+def document_make(company, data, filename="report.txt", segment_size=None):
+    return document_upload(company, data, filename, segment_size=segment_size)
 
 
 def download_url(document, **query):
@@ -292,7 +284,6 @@ def test_sibling_folder_of_the_media_root_is_unreachable(client, alice, media_ro
         company=company_of(alice),
         title="x",
         original_filename="x",
-        size=len(PDF),
         file="../media-old/secret",
     )
     client.force_login(alice)
@@ -318,7 +309,6 @@ def symlinked_document(alice, media_root, tmp_path):
         company=company_of(alice),
         title="x",
         original_filename="x.pdf",
-        size=len(PDF),
         file="documents/2026/11/" + "a" * 32,
     )
 
@@ -408,7 +398,9 @@ def test_unicode_and_hostile_filenames(client, alice):
             "filename*=UTF-8''evil%22__Set-Cookie%3A%20a%3Db.pdf",
         ),
     ]:
-        document = document_make(company_of(alice), PDF, filename)
+        document = document_make(company_of(alice), PDF)
+        # As an import or an old row may hold it: the upload path would have cleaned it.
+        Document.objects.filter(pk=document.pk).update(original_filename=filename)
         response = client.get(download_url(document))
         body(response)
         assert response["Content-Disposition"] == expected
@@ -432,13 +424,16 @@ def test_legacy_fernet_file_downloads(client, alice, media_root):
     path = media_root / "company_docs" / "nda.pdf"
     path.parent.mkdir()
     path.write_bytes(Fernet(keyring().primary.fernet_key).encrypt(PDF))
-    document = Document.objects.create(
+    # Adopted as vault_import does: a row naming the file, its metadata read from the file.
+    document = Document(
         company=company_of(alice),
         title="NDA",
         original_filename="nda.pdf",
-        size=len(PDF),
         file="company_docs/nda.pdf",
     )
+    document_metadata_refresh(document, save=False)
+    document.save()
+    assert (document.size, document.mime_type, document.key_id) == (len(PDF), "application/pdf", "")
     client.force_login(alice)
     response = client.get(serve_url("company_docs/nda.pdf"))
     assert (response.status_code, response["Content-Type"]) == (200, "application/pdf")
@@ -587,7 +582,6 @@ def test_unknown_key_gets_the_error_page(client, alice, media_root):
         company=company_of(alice),
         title="x",
         original_filename="x.pdf",
-        size=len(PDF),
         file="documents/foreign",
     )
     client.force_login(alice)
@@ -681,14 +675,17 @@ def test_server_drops_the_connection_short_of_content_length(
     assert AccessEvent.objects.filter(outcome="failed", actor=alice).count() == 1
 
 
-def test_type_sniffed_at_upload_is_served_without_sniffing_again(client, alice):
-    document = document_make(company_of(alice), b"a,b\n1,2\n", "t.bin", mime_type="text/csv")
+def test_type_sniffed_when_written_is_served_without_sniffing_again(client, alice):
+    document = document_make(company_of(alice), b"a,b\n1,2\n", "t.bin")
+    assert document.mime_type in {"text/csv", "text/plain"}
+    # A type libmagic would never find in these bytes: served as is, so nothing sniffed again.
+    Document.objects.filter(pk=document.pk).update(mime_type="application/x-recorded")
     client.force_login(alice)
     response = client.get(download_url(document))
-    assert response["Content-Type"] == "text/csv"
+    assert response["Content-Type"] == "application/x-recorded"
     assert body(response) == b"a,b\n1,2\n"
     head = client.head(download_url(document))
-    assert head["Content-Type"] == "text/csv"
+    assert head["Content-Type"] == "application/x-recorded"
 
 
 @pytest.mark.parametrize(
@@ -700,7 +697,7 @@ def test_type_sniffed_at_upload_is_served_without_sniffing_again(client, alice):
     ],
 )
 def test_ranges_of_an_uploaded_document_with_its_type_stored(client, alice, header, first, last):
-    from vault.uploads import document_create
+    from vault.documents import document_create
 
     data = b"%PDF-1.7\n" + os.urandom(3 * 1024 * 1024)
     document = document_create(
@@ -725,7 +722,7 @@ def test_head_of_a_tampered_file_is_the_same_error_as_get(client, alice, pdf, me
 
 def test_a_whole_file_swapped_in_from_another_document_is_refused(client, alice, media_root):
     """Both files are valid ciphertext under our key: only the recorded file ID tells them apart."""
-    from vault.uploads import document_create
+    from vault.documents import document_create
 
     acme = company_of(alice)
     secret = b"%PDF-1.7\n" + b"OTHER-DOCUMENT-SECRET" * 100
@@ -747,3 +744,175 @@ def test_a_whole_file_swapped_in_from_another_document_is_refused(client, alice,
     event = AccessEvent.objects.latest("seq")
     assert (event.outcome, event.document_id) == ("failed", shared.pk)
     assert event.reason == "the stored file is not the one recorded for this document"
+
+
+# One source of truth: what the file holds, not what a row says ----------------------------------
+
+
+def test_orm_saved_document_serves_ranges_and_records_the_bytes_sent(client, alice):
+    """The issue's reproduction: a file saved through the ORM, not the upload view."""
+    data = b"%PDF-1.7\n" + bytes(range(256)) * 40
+    document = Document(company=company_of(alice), title="Q3", original_filename="q3.pdf")
+    document.file.save("q3.pdf", ContentFile(data))
+    document.refresh_from_db()
+    assert (document.size, document.mime_type) == (len(data), "application/pdf")
+    assert document.key_id == keyring().primary.key_id_hex and document.file_id
+    client.force_login(alice)
+
+    first = client.get(download_url(document), HTTP_RANGE="bytes=0-9")
+    suffix = client.get(download_url(document), HTTP_RANGE="bytes=-5")
+
+    assert (first.status_code, body(first)) == (206, data[:10])
+    assert first["Content-Range"] == f"bytes 0-9/{len(data)}"
+    assert first["Content-Type"] == "application/pdf"
+    assert (suffix.status_code, body(suffix)) == (206, data[-5:])
+    assert suffix["Content-Range"] == f"bytes {len(data) - 5}-{len(data) - 1}/{len(data)}"
+    assert [(e.action, e.outcome, e.bytes_served) for e in events()] == [
+        ("range", "allowed", 10),
+        ("range", "allowed", 5),
+    ]
+
+
+def test_a_row_claiming_more_bytes_than_its_file_is_judged_by_the_file(client, alice, big):
+    document, data = big
+    Document.objects.filter(pk=document.pk).update(size=10**9)
+    client.force_login(alice)
+
+    ranged = client.get(download_url(document), HTTP_RANGE="bytes=4990-")
+    beyond = client.get(download_url(document), HTTP_RANGE="bytes=6000-7000")
+    whole = client.get(download_url(document))
+
+    assert (ranged.status_code, body(ranged)) == (206, data[4990:])
+    assert ranged["Content-Range"] == "bytes 4990-4999/5000"
+    assert (beyond.status_code, beyond["Content-Range"]) == (416, "bytes */5000")
+    assert (whole["Content-Length"], body(whole)) == ("5000", data)
+    assert [(e.action, e.bytes_served) for e in events()] == [("range", 10), ("download", 5000)]
+
+
+def test_a_row_claiming_fewer_bytes_still_gets_the_whole_file(client, alice, big):
+    document, data = big
+    Document.objects.filter(pk=document.pk).update(size=0)
+    client.force_login(alice)
+    response = client.get(download_url(document), HTTP_RANGE="bytes=0-9")
+    assert (response.status_code, body(response)) == (206, data[:10])
+    assert response["Content-Range"] == "bytes 0-9/5000"
+
+
+def test_a_failure_mid_stream_records_the_bytes_actually_sent(client, alice, big, media_root):
+    document, _ = big
+    flip(media_root / document.file.name, fileformat.HEADER_SIZE + 2 * SEGMENT + 5)
+    client.force_login(alice)
+    response = client.get(download_url(document))
+    with pytest.raises(fileformat.DecryptionError):
+        b"".join(response.streaming_content)
+    response_close(response)
+    [allowed, failed] = events()
+    assert (allowed.outcome, allowed.bytes_served) == ("allowed", 5000)
+    assert (failed.outcome, failed.bytes_served) == ("failed", FIRST_SEGMENT + LATER_SEGMENT)
+
+
+def test_the_upload_event_names_the_document_and_its_title(alice):
+    document = document_make(company_of(alice), PDF, "Board minutes.pdf")
+    event = AccessEvent.objects.get(action="upload")
+    assert (event.document_id, event.document_title) == (document.pk, "Board minutes.pdf")
+    assert event.key_id == document.key_id
+
+
+# Unreadable stored files -------------------------------------------------------------------------
+
+
+def test_a_directory_at_the_stored_name_is_a_recorded_failure(client, alice, pdf, media_root):
+    path = media_root / pdf.file.name
+    path.unlink()
+    path.mkdir()
+    client.force_login(alice)
+    response = client.get(download_url(pdf), HTTP_X_REQUEST_ID="ref-dir-1")
+    assert response.status_code == 500
+    assert "vault/download_error.html" in [template.name for template in response.templates]
+    assert b"ref-dir-1" in response.content
+    [event] = events()
+    assert (event.outcome, event.reason, event.document_id) == (
+        "failed",
+        "stored file unreadable (IsADirectoryError)",
+        pdf.pk,
+    )
+    assert client.head(download_url(pdf)).status_code == 500
+
+
+def test_a_symlink_loop_at_the_stored_name_is_a_recorded_failure(client, alice, pdf, media_root):
+    path = media_root / pdf.file.name
+    path.unlink()
+    path.symlink_to(path.name)
+    client.force_login(alice)
+    response = client.get(download_url(pdf))
+    assert response.status_code == 500
+    [event] = events()
+    assert (event.outcome, event.reason) == ("failed", "stored file unreadable (OSError)")
+
+
+# Binding: a file is served only as the document it was written for ------------------------------
+
+
+def test_an_empty_file_id_no_longer_skips_the_check(client, alice, pdf):
+    Document.objects.filter(pk=pdf.pk).update(file_id="")
+    client.force_login(alice)
+    response = client.get(download_url(pdf))
+    assert response.status_code == 500
+    assert MARKER not in response.content
+    [event] = events()
+    assert (event.outcome, event.reason) == (
+        "failed",
+        "the stored file is not the one recorded for this document",
+    )
+
+
+def test_swapped_rows_in_the_database_serve_nothing(client, alice, charlie):
+    """Database access alone: point Globex's row at Acme's file, with its file ID."""
+    revenue = document_make(company_of(alice), b"customer,revenue\nInitech,4200000\n", "rev.csv")
+    notes = document_make(company_of(charlie), b"Globex meeting notes\n", "notes.txt")
+    table = connection.ops.quote_name(Document._meta.db_table)
+    swap = f"UPDATE {table} SET file = %s, file_id = %s WHERE id = %s"  # noqa: S608
+    with connection.cursor() as cursor:
+        cursor.execute(swap, ["swapping", "", revenue.pk.hex])
+        cursor.execute(swap, [revenue.file.name, revenue.file_id, notes.pk.hex])
+        cursor.execute(swap, [notes.file.name, notes.file_id, revenue.pk.hex])
+    client.force_login(charlie)
+
+    response = client.get(download_url(notes))
+    by_path = client.get(serve_url(revenue.file.name))
+
+    assert response.status_code == 500
+    assert b"Initech" not in response.content
+    assert by_path.status_code == 500
+    failed = [e for e in events() if e.outcome == "failed"]
+    assert [(e.actor, e.document_id) for e in failed] == [(charlie, notes.pk)] * 2
+    assert not [e for e in events() if e.outcome == "allowed"]
+
+
+# Legacy files ------------------------------------------------------------------------------------
+
+
+def legacy_document(alice, media_root, data=PDF):
+    path = media_root / "company_docs" / "nda.pdf"
+    path.parent.mkdir(exist_ok=True)
+    path.write_bytes(Fernet(keyring().primary.fernet_key).encrypt(data))
+    return Document.objects.create(
+        company=company_of(alice),
+        title="NDA",
+        original_filename="nda.pdf",
+        file="company_docs/nda.pdf",
+    )
+
+
+def test_legacy_reading_can_be_turned_off(client, alice, media_root, settings):
+    settings.VAULT_LEGACY_READ = False
+    document = legacy_document(alice, media_root)
+    client.force_login(alice)
+    response = client.get(download_url(document))
+    assert response.status_code == 500
+    assert MARKER not in response.content
+    [event] = events()
+    assert (event.outcome, event.reason) == (
+        "failed",
+        "legacy Fernet file refused: VAULT_LEGACY_READ is off",
+    )

@@ -9,8 +9,8 @@ from django.db import IntegrityError, transaction
 from django.db.models import ProtectedError
 from django.utils import timezone
 
+from vault.documents import document_create
 from vault.models import Company, Document, Grant, Membership, document_get_for_reader
-from vault.uploads import document_create
 
 pytestmark = pytest.mark.django_db
 
@@ -121,7 +121,7 @@ def test_read_any_permission_works_for_staff_only(django_user_model, acme):
 
 
 def test_a_company_with_shares_cannot_be_deleted_unrecorded(acme, globex, alice):
-    from vault.views import grant_save
+    from vault.documents import grant_save
 
     document = document_create(
         company=acme, content=ContentFile(b"x", name="x.txt"), uploaded_by=alice, title="x"

@@ -8,13 +8,8 @@ from django.core.files.storage import FileSystemStorage, InMemoryStorage
 from hypothesis import given
 from hypothesis import strategies as st
 
-from vault.downloads import (
-    RangeNotSatisfiable,
-    byte_range_parse,
-    content_disposition,
-    stored_name_validate,
-    stored_path_check,
-)
+from vault.http import RangeNotSatisfiable, byte_range_parse, content_disposition
+from vault.paths import stored_name_validate, stored_path_check
 from vault.storage import EncryptedStorage
 
 HOSTILE_NAMES = [

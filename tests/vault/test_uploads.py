@@ -13,6 +13,7 @@ from django.urls import reverse
 from compliance.models import AccessEvent
 from vault import fileformat
 from vault.access import Action, access_context
+from vault.documents import document_create
 from vault.keys import keyring
 from vault.models import Document
 from vault.uploads import (
@@ -20,7 +21,6 @@ from vault.uploads import (
     EncryptingUploadHandler,
     RejectedUploadedFile,
     UploadRejected,
-    document_create,
     filename_sanitise,
     upload_too_large_message,
 )

@@ -8,8 +8,8 @@ from django.urls import reverse
 from django.utils import timezone
 
 from compliance.models import AccessEvent
+from vault.documents import document_create
 from vault.models import Document, Grant
-from vault.uploads import document_create
 
 pytestmark = pytest.mark.django_db
 

@@ -20,9 +20,8 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import transaction
 
 from vault.access import Access, Action, Outcome, access_context, access_record
+from vault.documents import document_create, grant_save
 from vault.models import Company, Document, Grant, Membership
-from vault.uploads import document_create
-from vault.views import grant_save
 
 DEMO_PASSWORD = "docvault-demo"  # noqa: S105 (published on purpose: development data only)
 ACME = "Acme Corp"
