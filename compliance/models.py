@@ -185,7 +185,7 @@ class ScanFinding(models.Model):
         UNREADABLE = "unreadable", "Unreadable file"
         MISSING = "missing", "Document without a file"
         MISMATCH = "mismatch", "File disagrees with its document"
-        BOUND_ELSEWHERE = "bound-elsewhere", "File written for another document"
+        BOUND_ELSEWHERE = "bound-elsewhere", "File not written for its document"
         ORPHAN = "orphan", "File without a document"
         PARTIAL = "partial", "Partial write"
 

@@ -26,7 +26,6 @@ from json.encoder import encode_basestring_ascii as _json_string
 from typing import Any, NamedTuple, TextIO
 
 from cryptography.fernet import Fernet, InvalidToken
-from django.conf import settings
 from django.core.files.storage import Storage
 from django.db import connections, router, transaction
 from django.utils import timezone
@@ -37,7 +36,7 @@ from vault.fileformat import DecryptionError, Kind
 from vault.keys import KeyRing, keyring
 from vault.mime import SNIFF_BYTES, UNKNOWN, mime_sniff
 from vault.models import Document
-from vault.storage import EncryptedStorage
+from vault.storage import EncryptedStorage, legacy_max_size
 
 from .models import ScanFinding, ScanRun
 
@@ -46,7 +45,6 @@ RESERVED_PREFIX = "_docvault/"
 # What vault.atomic.atomic_write writes before linking a file into place: an upload in progress,
 # or the leftover of a crash.
 PARTIAL_NAME = re.compile(r"(?:^|/)\.docvault-[^/]*\.part$")
-LEGACY_MAX_SIZE_SETTING = "VAULT_LEGACY_MAX_SIZE"
 
 FORMAT_V2 = Kind.V2.value
 FORMAT_V1 = Kind.V1.value
@@ -121,11 +119,6 @@ def storage_walk(storage: Storage, path: str = "") -> Iterator[str]:
             yield from storage_walk(storage, name)
         else:
             yield name
-
-
-def legacy_max_size() -> int:
-    """Return the largest legacy Fernet file the scan decrypts to find its key, in bytes."""
-    return int(getattr(settings, LEGACY_MAX_SIZE_SETTING, None) or fileformat.LEGACY_MAX_SIZE)
 
 
 def file_classify(storage: Storage, name: str, ring: KeyRing, *, full: bool = False) -> FileEntry:
@@ -349,6 +342,15 @@ class _Tally:
                 row.pk,
             )
             self.unbound += 1
+        elif entry.bound_to is None and entry.format == FORMAT_V2:
+            # Downloads refuse a v2 file that names no document as any document's file.
+            self.finding(
+                entry.name,
+                Finding.BOUND_ELSEWHERE,
+                "the file was written for no document, so it is not this document's",
+                entry,
+                row.pk,
+            )
         differences = []
         if entry.file_id != row.file_id:
             differences.append(
@@ -538,9 +540,12 @@ def certification_line(run: ScanRun) -> str:
         checked = (
             "every segment authenticated"
             if run.kind == ScanRun.Kind.FULL
-            else "headers checked, segments not authenticated (quick scan)"
+            else "quick scan: headers checked, segments not authenticated"
         )
-        line = f"{head}: all ciphertext that configured keys open ({checked}); no document missing"
+        line = (
+            f"{head}: all ciphertext that configured keys open ({checked}); "
+            "every document has its file"
+        )
         notices = [
             f"{counts[kind]:,} {label}"
             for kind, label in (
@@ -558,7 +563,7 @@ def certification_line(run: ScanRun) -> str:
         for kind, words in (
             (Finding.MISSING, "documents without a file"),
             (Finding.MISMATCH, "files disagreeing with their document"),
-            (Finding.BOUND_ELSEWHERE, "files written for another document"),
+            (Finding.BOUND_ELSEWHERE, "files not written for their document"),
         )
         if counts.get(kind)
     ]

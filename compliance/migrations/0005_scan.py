@@ -119,7 +119,7 @@ class Migration(migrations.Migration):
                             ("unreadable", "Unreadable file"),
                             ("missing", "Document without a file"),
                             ("mismatch", "File disagrees with its document"),
-                            ("bound-elsewhere", "File written for another document"),
+                            ("bound-elsewhere", "File not written for its document"),
                             ("orphan", "File without a document"),
                             ("partial", "Partial write"),
                         ],

@@ -334,6 +334,10 @@ def test_files_swapped_between_documents_are_found(client, alice, acme, charlie,
     assert set(mismatches) == {mine.pk, theirs.pk}
     assert "file ID: row " + mine.file_id[:16] in mismatches[mine.pk].detail
     assert f"size: row {len(PDF)}, file {len(PDF) + 6}" in mismatches[mine.pk].detail
+    # Each file names, in its authenticated header, the document it was written for.
+    bound = {f.document_id: f.detail for f in run.findings.filter(kind=Kind.BOUND_ELSEWHERE)}
+    assert set(bound) == {mine.pk, theirs.pk}
+    assert f"written for document {theirs.pk} (Globex memo)" in bound[mine.pk]
 
 
 def test_a_file_written_for_another_document_is_found(client, alice, acme, charlie, globex):
@@ -355,9 +359,27 @@ def test_a_file_written_for_another_document_is_found(client, alice, acme, charl
     bound = run.findings.get(kind=Kind.BOUND_ELSEWHERE)
     assert (bound.path, bound.document_id) == (theirs.file.name, theirs.pk)
     assert f"written for document {mine.pk} (Acme revenue)" in bound.detail
-    assert "1 files written for another document" in run.certification
+    assert "1 files not written for their document" in run.certification
     # It authenticates: the file is intact, it is just not this document's.
     assert not run.findings.filter(kind=Kind.DECRYPTION_FAILED).exists()
+
+
+def test_a_file_written_for_no_document_is_not_a_document_s_file(client, alice, acme):
+    document = upload(client, alice, acme, "Acme revenue")
+    ring = keyring()
+    key = ring.primary
+    replace_bytes(
+        document.file.name,
+        b"".join(fileformat.encrypt(PDF, ring.file_keys[key.key_id], key.key_id)),
+    )
+
+    code, _, _ = scan()
+
+    run = ScanRun.objects.get()
+    assert code == 1
+    bound = run.findings.get(kind=Kind.BOUND_ELSEWHERE)
+    assert bound.detail == "the file was written for no document, so it is not this document's"
+    assert run.unbound_files == 1
 
 
 def test_unbound_files_are_counted():
