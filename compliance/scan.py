@@ -141,12 +141,12 @@ def file_classify(storage: Storage, name: str, ring: KeyRing, *, full: bool = Fa
 
 
 def _opened_size(handle: Any) -> int:
-    """Return the size of an opened stored file: fstat() where there is a descriptor."""
-    # storage.size(name) would resolve and check the name again, a third of a quick scan's time.
-    try:
-        return os.fstat(handle.fileno()).st_size
-    except (AttributeError, OSError, io.UnsupportedOperation):
-        return handle.size
+    """Return the size of an opened stored file: fstat() of a local file, else the storage's."""
+    # storage.size(name) would resolve and check the name again: a third of a quick scan's time.
+    # Only a plain local file: fileno() would make other file objects spool to disk first.
+    if isinstance(getattr(handle, "file", None), io.BufferedReader):
+        return os.fstat(handle.file.fileno()).st_size
+    return handle.size
 
 
 def _docvault_check(
