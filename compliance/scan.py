@@ -45,6 +45,9 @@ RESERVED_PREFIX = "_docvault/"
 # What vault.atomic.atomic_write writes before linking a file into place: an upload in progress,
 # or the leftover of a crash.
 PARTIAL_NAME = re.compile(r"(?:^|/)\.docvault-[^/]*\.part$")
+# The first bytes of every Docvault file (docs/FILE_FORMAT.md); classify() calls one of a version
+# it cannot read UNKNOWN, and the scan says which version it is.
+DOCVAULT_MAGIC = b"\x89DVLT\r\n\x1a"
 
 FORMAT_V2 = Kind.V2.value
 FORMAT_V1 = Kind.V1.value
@@ -68,14 +71,8 @@ class FileEntry:
     file_id: str = ""
     # The document a v2 header names (None: not v2, or written for no document).
     bound_to: uuid.UUID | None = None
-    mime: str = ""
     problem: str = ""
     detail: str = ""
-
-    @property
-    def opens(self) -> bool:
-        """Return whether the file is ciphertext a configured key opens (as far as was checked)."""
-        return self.format in CIPHERTEXT_FORMATS and not self.problem
 
     def inventory_line(self) -> str:
         """Return the file's line of the inventory, as hashed into the digest."""
@@ -194,11 +191,12 @@ def _docvault_check(
 def _legacy_check(handle: Any, head: bytes, name: str, size: int, ring: KeyRing) -> FileEntry:
     entry = FileEntry(name, size, FORMAT_LEGACY)
     cap = legacy_max_size()
-    if size > cap:
+    # Read at most one byte over the cap, in case the file grew since its size was read.
+    token = head + handle.read(cap + 1 - len(head)) if size <= cap else b""
+    if size > cap or len(token) > cap:
         entry.problem = Finding.LEGACY_UNOPENED
         entry.detail = f"legacy Fernet file larger than the {cap}-byte legacy cap: not checked"
         return entry
-    token = head + handle.read()
     for key in ring.keys:
         try:
             plaintext = Fernet(key.fernet_key).decrypt(token)
@@ -212,25 +210,22 @@ def _legacy_check(handle: Any, head: bytes, name: str, size: int, ring: KeyRing)
 
 
 def _other_describe(name: str, size: int, head: bytes) -> FileEntry:
-    if head.startswith(b"\x89DVLT\r\n\x1a") and len(head) > 8:
+    if head.startswith(DOCVAULT_MAGIC) and len(head) > len(DOCVAULT_MAGIC):
         return FileEntry(
             name,
             size,
             FORMAT_UNKNOWN,
             problem=Finding.UNKNOWN_FORMAT,
-            detail=f"Docvault file of unsupported format version {head[8]}",
+            detail=f"Docvault file of unsupported format version {head[len(DOCVAULT_MAGIC)]}",
         )
     mime = mime_sniff(head) if head else UNKNOWN
     if mime == UNKNOWN:
         detail = "empty file" if not head else "neither Docvault nor Fernet; no known file type"
-        return FileEntry(
-            name, size, FORMAT_UNKNOWN, mime=mime, problem=Finding.UNKNOWN_FORMAT, detail=detail
-        )
+        return FileEntry(name, size, FORMAT_UNKNOWN, problem=Finding.UNKNOWN_FORMAT, detail=detail)
     return FileEntry(
         name,
         size,
         FORMAT_PLAINTEXT,
-        mime=mime,
         problem=Finding.PLAINTEXT,
         detail=f"not encrypted: looks like {mime}",
     )
