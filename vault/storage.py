@@ -130,6 +130,7 @@ def decrypting_open(handle: BinaryIO, name: str) -> DecryptedFile:
             ring.file_keys,
             _legacy_keys(handle, ring.fernet_keys),
             on_failure=failure_record,
+            legacy_max_size=legacy_max_size(),
         )
     except DecryptionError as exc:
         handle.close()
@@ -193,14 +194,13 @@ def _legacy_keys(handle: BinaryIO, fernet_keys: Any) -> Any:
 def _decrypted_file(reader: Any, name: str) -> DecryptedFile:
     """Wrap a reader of decrypt_open(): its key ID, file ID, version, bound document and size."""
     if isinstance(reader, fileformat.DecryptingReader):
-        document_id = getattr(reader, "document_id", None)
         return DecryptedFile(
             reader,
             name,
             reader.key_id.hex(),
             reader.file_id.hex(),
-            version=getattr(reader, "version", 1),
-            document_id=_document_uuid(document_id),
+            version=reader.version,
+            document_id=_document_uuid(reader.document_id),
             size=reader.size,
         )
     # A legacy file, decrypted whole into memory: its end is its size.
@@ -240,14 +240,13 @@ def stored_file_describe(
 
 def _header_fields(classification: fileformat.Classification) -> dict[str, Any]:
     """Return the key ID, file ID, version and bound document a stored header names."""
-    docvault = getattr(classification, "is_docvault", classification.kind is fileformat.Kind.V1)
-    if not docvault:
+    if not classification.is_docvault:
         return {"key_id": "", "file_id": "", "version": 0, "document_id": None}
     return {
         "key_id": classification.key_id.hex() if classification.key_id else "",
         "file_id": classification.file_id.hex() if classification.file_id else "",
-        "version": getattr(classification, "version", None) or 1,
-        "document_id": _document_uuid(getattr(classification, "document_id", None)),
+        "version": classification.version,
+        "document_id": _document_uuid(classification.document_id),
     }
 
 
@@ -339,7 +338,12 @@ class EncryptedStorage(Storage):
         key = ring.primary
         file_key = ring.file_keys[key.key_id]
         write = _writing.get()
-        options: dict[str, Any] = {}
+        # A file written for a document names it in its authenticated header, for good: whoever
+        # points another row at it, it is never served as that row's file.
+        document_id = write.document_id if write is not None else None
+        options: dict[str, Any] = {
+            "document_id": document_id.bytes if document_id else fileformat.NO_DOCUMENT
+        }
         if self.segment_size:
             options["segment_size"] = self.segment_size
         if hasattr(content, "seek") and getattr(content, "seekable", lambda: True)():
@@ -399,16 +403,18 @@ class EncryptedStorage(Storage):
         """Return the plaintext size; Docvault files need no decryption for it."""
         with self.inner.open(name, "rb") as handle:
             kind = fileformat.classify(handle.read(fileformat.CLASSIFY_BYTES))
-        if kind.kind is fileformat.Kind.V1:
+        if kind.is_docvault:
             try:
-                return fileformat.plaintext_size(self.inner.size(name), kind.segment_size)
+                return fileformat.plaintext_size(
+                    self.inner.size(name), kind.segment_size, version=kind.version
+                )
             except ValueError:  # a header naming an impossible segment size: not our file
                 raise DecryptionError(f"bad segment size {kind.segment_size}") from None
         with self.open(name) as decrypted:
             return decrypted.size
 
     def classify(self, name: str) -> fileformat.Classification:
-        """Return what the stored file is (v1 and its key ID, legacy Fernet, unknown)."""
+        """Return what the stored file is (v2 or v1 and its header, legacy Fernet, unknown)."""
         with self.inner.open(name, "rb") as handle:
             return fileformat.classify(handle.read(fileformat.CLASSIFY_BYTES))
 

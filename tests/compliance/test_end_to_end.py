@@ -25,9 +25,7 @@ def stored(acme, alice):
         company=acme, title="Valuation", original_filename="v.txt", uploaded_by=alice
     )
     with access_context(action=Action.UPLOAD, user=alice, document=document):
-        document.file = default_storage.save("documents/2026/11/upload", ContentFile(PLAINTEXT))
-    document.size = len(PLAINTEXT)
-    document.save()
+        document.file.save("upload", ContentFile(PLAINTEXT))
     return document
 
 

@@ -76,7 +76,7 @@ def test_admin_upload_is_encrypted_on_disk(admin_client, admin, acme, media_root
     assert "Board" not in document.file.name
     on_disk = (media_root / document.file.name).read_bytes()
     assert MARKER not in on_disk
-    assert fileformat.classify(on_disk).kind is fileformat.Kind.V1
+    assert fileformat.classify(on_disk).kind is fileformat.Kind.V2
     event = AccessEvent.objects.get(action="upload")
     assert (event.outcome, event.actor, event.document_id) == ("allowed", admin, document.pk)
 

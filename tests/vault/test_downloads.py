@@ -853,10 +853,32 @@ def test_a_symlink_loop_at_the_stored_name_is_a_recorded_failure(client, alice, 
 # Binding: a file is served only as the document it was written for ------------------------------
 
 
-def test_an_empty_file_id_no_longer_skips_the_check(client, alice, pdf):
-    Document.objects.filter(pk=pdf.pk).update(file_id="")
+def v1_document(alice, media_root):
+    """A document whose file was written in format v1, as uploads were before v2."""
+    document = document_make(company_of(alice), PDF, "v1.pdf")
+    key = keyring().primary
+    ciphertext = b"".join(
+        fileformat.encrypt(PDF, keyring().file_keys[key.key_id], key.key_id, _version=1)
+    )
+    (media_root / document.file.name).write_bytes(ciphertext)
+    # The file ID the upload recorded for that file (then kept by hand, now read from the file).
+    file_id = fileformat.classify(ciphertext).file_id.hex()
+    Document.objects.filter(pk=document.pk).update(file_id=file_id)
+    return Document.objects.get(pk=document.pk)
+
+
+def test_a_v1_file_is_served_with_its_recorded_file_id(client, alice, media_root):
+    document = v1_document(alice, media_root)
     client.force_login(alice)
-    response = client.get(download_url(pdf))
+    response = client.get(download_url(document))
+    assert (response.status_code, body(response)) == (200, PDF)
+
+
+def test_an_empty_file_id_no_longer_skips_the_check(client, alice, media_root):
+    document = v1_document(alice, media_root)
+    Document.objects.filter(pk=document.pk).update(file_id="")
+    client.force_login(alice)
+    response = client.get(download_url(document))
     assert response.status_code == 500
     assert MARKER not in response.content
     [event] = events()
@@ -916,3 +938,48 @@ def test_legacy_reading_can_be_turned_off(client, alice, media_root, settings):
         "failed",
         "legacy Fernet file refused: VAULT_LEGACY_READ is off",
     )
+
+
+def test_legacy_files_above_the_cap_are_refused(client, alice, media_root, settings):
+    settings.VAULT_LEGACY_MAX_SIZE = 1000
+    document = legacy_document(alice, media_root)
+    client.force_login(alice)
+    response = client.get(download_url(document))
+    assert response.status_code == 500
+    assert MARKER not in response.content
+    [event] = events()
+    assert (event.outcome, event.reason) == (
+        "failed",
+        "legacy file larger than the cap of 1000 bytes",
+    )
+
+
+def test_legacy_files_within_the_cap_are_served(client, alice, media_root, settings):
+    settings.VAULT_LEGACY_MAX_SIZE = 100_000
+    document = legacy_document(alice, media_root)
+    client.force_login(alice)
+    response = client.get(download_url(document))
+    assert (response.status_code, body(response)) == (200, PDF)
+
+
+def test_new_files_are_v2_and_name_their_document(alice, media_root):
+    document = document_make(company_of(alice), PDF)
+    found = fileformat.classify((media_root / document.file.name).read_bytes())
+    assert (found.kind, found.version, found.document_id) == (
+        fileformat.Kind.V2,
+        2,
+        document.pk.bytes,
+    )
+    assert found.file_id.hex() == document.file_id
+
+
+def test_an_unbound_file_is_not_served_as_a_document(client, alice, media_root):
+    """vault_encrypt's output names no document: copied under a row, it is refused."""
+    document = document_make(company_of(alice), PDF)
+    unbound = default_storage.save("documents/2026/11/unbound", ContentFile(b"UNBOUND" * 50))
+    (media_root / document.file.name).write_bytes((media_root / unbound).read_bytes())
+    client.force_login(alice)
+    response = client.get(download_url(document))
+    assert response.status_code == 500
+    assert b"UNBOUND" not in response.content
+    assert events()[-1].outcome == "failed"

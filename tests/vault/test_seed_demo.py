@@ -67,7 +67,7 @@ def test_documents_are_real_files_of_each_kind_encrypted_on_disk(settings, media
     assert documents.filter(original_filename__endswith=".csv").exists()
     for document in documents:
         on_disk = (media_root / document.file.name).read_bytes()
-        assert fileformat.classify(on_disk).kind is fileformat.Kind.V1
+        assert fileformat.classify(on_disk).kind is fileformat.Kind.V2
         with (
             access_context(action=Action.OPEN),
             document.file.storage.open(document.file.name) as plaintext,

@@ -27,7 +27,7 @@ def test_default_storage_encrypts_on_disk_and_decrypts_on_open(media_root):
     name = default_storage.save("documents/report.pdf", ContentFile(data))
     on_disk = (media_root / name).read_bytes()
     assert MARKER not in on_disk
-    assert fileformat.classify(on_disk[:64]).kind is fileformat.Kind.V1
+    assert fileformat.classify(on_disk[:64]).kind is fileformat.Kind.V2
     assert fileformat.classify(on_disk[:64]).key_id == keyring().primary.key_id
     with default_storage.open(name) as plain:
         assert plain.read() == data
