@@ -1,8 +1,8 @@
 """Storage scan speed: quick scan files per second; full scan against a raw read of the same files.
 
 Each part runs in a fresh subprocess (`python -m bench.scan child quick|full N`) on a throwaway
-SQLite database and MEDIA_ROOT (bench.common.bench_env). The files are v1 ciphertext under the
-primary key, written with the file format module, and their document rows are bulk-inserted with the
+SQLite database and MEDIA_ROOT (bench.common.bench_env). The files are v2 ciphertext under the
+primary key, written with the file format module for their document, whose rows are bulk-inserted with the
 metadata the file holds (a benchmark shortcut; the tests create documents through the upload view),
 so that a scan finds nothing and certifies.
 
@@ -59,11 +59,15 @@ def _files_write(root: Path, sizes: list[int]) -> None:
         path = root / name
         path.parent.mkdir(parents=True, exist_ok=True)
         plaintext = os.urandom(min(size, MIB)) * (size // MIB) + os.urandom(size % MIB)
-        ciphertext = b"".join(fileformat.encrypt(plaintext, file_key, key.key_id))
+        document_id = uuid.uuid4()
+        ciphertext = b"".join(
+            fileformat.encrypt(plaintext, file_key, key.key_id, document_id=document_id.bytes)
+        )
         path.write_bytes(ciphertext)
         found = fileformat.classify(ciphertext[: fileformat.CLASSIFY_BYTES])
         rows.append(
             Document(
+                id=document_id,
                 company=company,
                 title=f"bench {index}",
                 original_filename="bench.bin",
