@@ -118,8 +118,8 @@ class ScanRun(models.Model):
     """
 
     class Kind(models.TextChoices):
-        QUICK = "quick", "Quick (headers)"
-        FULL = "full", "Full (every segment authenticated)"
+        QUICK = "quick", "Quick"  # the headers of every file
+        FULL = "full", "Full"  # every segment of every file authenticated
 
     class Verdict(models.TextChoices):
         CERTIFIED = "certified", "Certified"
@@ -171,6 +171,15 @@ class ScanRun(models.Model):
     def certified(self) -> bool:
         """Return whether every file is ciphertext a configured key opens and nothing is missing."""
         return self.verdict == self.Verdict.CERTIFIED
+
+    @property
+    def finding_summary(self) -> list[tuple[str, str, int, bool]]:
+        """Return (kind, label, count, is a notice) per kind of finding, worst first."""
+        kinds = [kind for kind in ScanFinding.Kind if kind in self.finding_counts]
+        return [
+            (kind.value, kind.label, self.finding_counts[kind], kind in ScanFinding.NOTICES)
+            for kind in kinds
+        ]
 
 
 class ScanFinding(models.Model):

@@ -16,6 +16,7 @@ from django.contrib.auth.views import redirect_to_login
 from django.core.exceptions import ImproperlyConfigured, PermissionDenied
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
+from django.template.defaultfilters import filesizeformat
 from django.urls import path, reverse
 from django.utils.html import format_html
 from django.views.decorators.http import require_POST
@@ -66,7 +67,7 @@ class ScanRunTable(tables.Table):
     kind = tables.Column(verbose_name="Kind")
     actor_username = tables.Column(verbose_name="By")
     files = tables.Column(verbose_name="Files", attrs={"td": {"class": "text-end"}})
-    bytes = tables.Column(verbose_name="Bytes", attrs={"td": {"class": "text-end"}})
+    bytes = tables.Column(verbose_name="Size", attrs={"td": {"class": "text-end"}})
     findings = tables.Column(
         verbose_name="Findings", accessor="finding_counts", orderable=False, empty_values=()
     )
@@ -83,7 +84,7 @@ class ScanRunTable(tables.Table):
         return f"{value:,}"
 
     def render_bytes(self, value: int) -> str:
-        return f"{value:,}"
+        return filesizeformat(value)
 
     def render_findings(self, value: dict[str, int]) -> str:
         return f"{sum((value or {}).values()):,}"
@@ -156,10 +157,6 @@ def scan_detail(request: HttpRequest, pk: int) -> HttpResponse:
         kind = ""
     table = ScanFindingTable(findings)
     tables.RequestConfig(request, paginate={"per_page": FINDINGS_PAGE_SIZE}).configure(table)
-    finding_kinds = [
-        (value, ScanFinding.Kind(value).label, count, value in ScanFinding.NOTICES)
-        for value, count in run.finding_counts.items()
-    ]
     return render(
         request,
         "compliance/scan_detail.html",
@@ -167,7 +164,6 @@ def scan_detail(request: HttpRequest, pk: int) -> HttpResponse:
             "run": run,
             "table": table,
             "kind": kind,
-            "finding_kinds": finding_kinds,
             "total_findings": sum(run.finding_counts.values()),
             "formats": sorted(run.counts_by_format.items()),
             "keys": sorted(run.counts_by_key.items()),
@@ -190,10 +186,8 @@ def scan_run(request: HttpRequest) -> HttpResponse:
             request, "The scan could not be recorded in the access log, so it was not kept."
         )
         return redirect("compliance:scan_list")
-    if run.certified:
-        messages.success(request, run.certification)
-    else:
-        messages.warning(request, run.certification)
+    verdict = "certified" if run.certified else "not certified"
+    messages.info(request, f"Quick scan #{run.pk} finished: {verdict}.")
     return redirect("compliance:scan_detail", pk=run.pk)
 
 

@@ -28,8 +28,8 @@ class Migration(migrations.Migration):
                     "kind",
                     models.CharField(
                         choices=[
-                            ("quick", "Quick (headers)"),
-                            ("full", "Full (every segment authenticated)"),
+                            ("quick", "Quick"),
+                            ("full", "Full"),
                         ],
                         max_length=16,
                     ),
