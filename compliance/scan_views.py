@@ -58,6 +58,9 @@ def _verdict_badge(verdict: str, label: str) -> str:
     return format_html('<span class="badge {}">{}</span>', css, label)
 
 
+RIGHT = {"th": {"class": "text-end"}, "td": {"class": "text-end"}}
+
+
 class ScanRunTable(tables.Table):
     started_at = tables.DateTimeColumn(
         verbose_name="Started",
@@ -66,10 +69,14 @@ class ScanRunTable(tables.Table):
     )
     kind = tables.Column(verbose_name="Kind")
     actor_username = tables.Column(verbose_name="By")
-    files = tables.Column(verbose_name="Files", attrs={"td": {"class": "text-end"}})
-    bytes = tables.Column(verbose_name="Size", attrs={"td": {"class": "text-end"}})
+    files = tables.Column(verbose_name="Files", attrs=RIGHT)
+    bytes = tables.Column(verbose_name="Size", attrs=RIGHT)
     findings = tables.Column(
-        verbose_name="Findings", accessor="finding_counts", orderable=False, empty_values=()
+        verbose_name="Findings",
+        accessor="finding_counts",
+        orderable=False,
+        empty_values=(),
+        attrs=RIGHT,
     )
     verdict = tables.Column(verbose_name="Verdict")
 
