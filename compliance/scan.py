@@ -303,7 +303,7 @@ class _Tally:
             return
         self.seen.add(entry.name)
         if entry.format in CIPHERTEXT_FORMATS:
-            self._row_compare(entry, row)
+            self.row_compare(entry, row)
 
     def _key_count(self, entry: FileEntry) -> None:
         counts = self.by_key.get(entry.key_id)
@@ -324,7 +324,7 @@ class _Tally:
         counts["bytes"] += entry.size
         counts["formats"][entry.format] = counts["formats"].get(entry.format, 0) + 1
 
-    def _row_compare(self, entry: FileEntry, row: _Row) -> None:
+    def row_compare(self, entry: FileEntry, row: _Row) -> None:
         if entry.bound_to is not None and entry.bound_to.hex != row.pk:
             owner = Document.objects.filter(pk=entry.bound_to).values_list("title", flat=True)
             title = next(iter(owner), None)
@@ -396,8 +396,9 @@ def storage_scan(
     """Scan every stored file, store the run and its findings, record one access event; return it.
 
     `user` (the dashboard) or `operator` (the OS user of a command) is who ran it. `progress` is
-    called after each file; `inventory`, if given, receives the lines the digest covers. Raises ImproperlyConfigured with no key, RecordError if the scan cannot
-    be recorded (then nothing is stored).
+    called after each file; `inventory`, if given, receives the lines the digest covers. Raises
+    ImproperlyConfigured with no key, RecordError if the scan cannot be recorded (then nothing is
+    stored), OSError if the storage cannot be listed.
     """
     ring = keyring()
     storage = storage or scan_storage()
@@ -447,7 +448,7 @@ def _recheck_and_close(tally: _Tally, storage: Storage) -> None:
         row = late_rows.get(entry.name)
         if row is not None:
             if entry.format in CIPHERTEXT_FORMATS:
-                tally._row_compare(entry, row)
+                tally.row_compare(entry, row)
             continue
         detail = "no document row has this stored name"
         if entry.bound_to is not None:
