@@ -196,12 +196,10 @@ def fixtures_main(spec_path: str) -> None:
     from django.contrib.auth import get_user_model, login
     from django.contrib.sessions.backends.db import SessionStore
     from django.core.files import File
-    from django.core.files.storage import default_storage
     from django.core.management import call_command
     from django.http import HttpRequest
 
     from bench.baseline_views import encrypt_file, get_fernet_key
-    from vault.keys import keyring
     from vault.models import Company, Document, Membership
 
     spec = json.loads(Path(spec_path).read_text())
@@ -216,25 +214,21 @@ def fixtures_main(spec_path: str) -> None:
     request.session.save()
     cookie = f"{settings.SESSION_COOKIE_NAME}={request.session.session_key}"
 
-    key_id = keyring().primary.key_id_hex
     fernet_key = get_fernet_key(settings.ENCRYPTION_SECRET)
     case_folder = Path(settings.MEDIA_ROOT) / "casestudy"
     case_folder.mkdir(exist_ok=True)
     files = {}
     for item in spec["files"]:
         plain_path = Path(spec["plain_root"]) / item["plain"]
-        with plain_path.open("rb") as plaintext:
-            name = default_storage.save("documents/bench/upload", File(plaintext))
-        document = Document.objects.create(
+        document = Document(
             company=company,
             title=f"Bench {item['label']}",
             original_filename=f"report-{item['label'].replace(' ', '')}.pdf",
             uploaded_by=user,
-            size=plain_path.stat().st_size,
-            mime_type="application/pdf",
-            key_id=key_id,
-            file=name,
         )
+        # The real path: the file bound to its document, its metadata read from what was written.
+        with plain_path.open("rb") as plaintext:
+            document.file.save("upload", File(plaintext))
         case_name = None
         if item["case_study"]:
             case_name = f"casestudy/{item['plain']}.fernet"

@@ -152,6 +152,9 @@ VAULT_INNER_STORAGE = {
 # Uploads are encrypted as they arrive, under a throwaway key: plaintext never reaches a temp file.
 FILE_UPLOAD_HANDLERS = ["vault.uploads.EncryptingUploadHandler"]
 VAULT_MAX_UPLOAD_SIZE = int(env("VAULT_MAX_UPLOAD_SIZE") or 100 * 1024 * 1024)
+# The case study's Fernet files are read whole into memory: up to this size; off once none are left.
+VAULT_LEGACY_READ = env_bool("VAULT_LEGACY_READ", True)
+VAULT_LEGACY_MAX_SIZE = int(env("VAULT_LEGACY_MAX_SIZE") or 256 * 1024 * 1024)
 
 # Keys: "label:secret,label2:secret2", first entry primary. ENCRYPTION_SECRET alone (the case study's
 # name) is one key labelled "default". Never stored in the database, never logged.

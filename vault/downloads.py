@@ -37,8 +37,6 @@ import contextvars
 import logging
 import time
 import uuid
-from collections.abc import Iterator
-from dataclasses import replace
 from typing import Any
 
 from django.contrib.auth.decorators import login_required
@@ -47,24 +45,23 @@ from django.http import Http404, HttpRequest, HttpResponse, StreamingHttpRespons
 from django.views.decorators.http import require_safe
 
 from .access import (
-    Access,
     Action,
-    Outcome,
     RecordError,
     access_context,
-    access_context_current,
-    access_record,
     refusal_record,
     request_id_get,
 )
 from .fileformat import DecryptionError
 from .http import (
     NO_STORE,
+    PlaintextStream,
     RangeNotSatisfiable,
     byte_range_parse,
     content_disposition,
     download_error_response,
     not_satisfiable_response,
+    os_error_reason,
+    stored_failure_record,
     unavailable_response,
 )
 from .keys import keyring
@@ -181,8 +178,8 @@ def _download(request: HttpRequest, lookup: dict[str, Any], started: float) -> H
         except OSError as exc:
             # A missing file, a directory at its name, a permission error: the stored data's
             # fault, recorded like a file that fails authentication.
-            reason = _os_error_reason(exc)
-            _failure_record(name, reason)
+            reason = os_error_reason(exc)
+            stored_failure_record(name, reason)
             return _failure_page(request, document, name, reason)
         try:
             return _respond(request, document, file, plan)
@@ -195,18 +192,12 @@ def _download(request: HttpRequest, lookup: dict[str, Any], started: float) -> H
             return _failure_page(request, document, name, exc.reason)
         except OSError as exc:
             file.close()
-            reason = _os_error_reason(exc)
-            _failure_record(name, reason)
+            reason = os_error_reason(exc)
+            stored_failure_record(name, reason)
             return _failure_page(request, document, name, reason)
         except BaseException:
             file.close()
             raise
-
-
-def _os_error_reason(exc: OSError) -> str:
-    if isinstance(exc, FileNotFoundError):
-        return "stored file missing"
-    return f"stored file unreadable ({type(exc).__name__})"
 
 
 def _respond(request: HttpRequest, document: Document, file: Any, plan: _Plan) -> HttpResponse:
@@ -230,7 +221,7 @@ def _respond(request: HttpRequest, document: Document, file: Any, plan: _Plan) -
         segments = file.segments()
         first = next(segments, b"")
         length = size if byte_range is None else byte_range[1] - start + 1
-        stream = _PlaintextStream(
+        stream = PlaintextStream(
             file, first, segments, length, contextvars.copy_context(), document, request
         )
         if byte_range is None:
@@ -252,75 +243,6 @@ def _respond(request: HttpRequest, document: Document, file: Any, plan: _Plan) -
     return response
 
 
-class _PlaintextStream:
-    """The plaintext of one response: `length` bytes from the segments, then the file is closed."""
-
-    def __init__(
-        self,
-        file: Any,
-        first: bytes | memoryview,
-        segments: Iterator[bytes | memoryview],
-        length: int,
-        context: contextvars.Context,
-        document: Document,
-        request: HttpRequest,
-    ) -> None:
-        self._file = file
-        self._first = first
-        self._segments = segments
-        self._length = length
-        # The server iterates after the view has left its access context; a failure it meets
-        # must still be recorded against this request, user and document.
-        self._context = context
-        self._document = document
-        self._request = request
-
-    def __iter__(self) -> Iterator[bytes | memoryview]:
-        remaining = self._length
-        piece, self._first = self._first, b""
-        try:
-            while len(piece) < remaining:
-                if piece:
-                    yield piece
-                    remaining -= len(piece)
-                piece = self._context.run(next, self._segments, None)
-                if piece is None:
-                    sent = self._length - remaining
-                    self._context.run(
-                        _failure_record, self._file.name, "ended before its size", sent
-                    )
-                    raise DecryptionError("ended before its size")
-            if remaining:
-                yield piece[:remaining]
-        except OSError as exc:
-            # The reader records what fails authentication; a read error is recorded here.
-            reason = _os_error_reason(exc)
-            self._context.run(_failure_record, self._file.name, reason, self._length - remaining)
-            self._log(reason)
-            raise
-        except (DecryptionError, RecordError) as exc:
-            # Raising makes the server drop the connection short of Content-Length, so no client
-            # mistakes a truncated download for a complete one.
-            self._log(getattr(exc, "reason", exc))
-            raise
-
-    def _log(self, reason: object) -> None:
-        logger.error(
-            "Download of document %s aborted mid-stream: %s (stored name %s, reference %s).",
-            self._document.pk,
-            reason,
-            self._file.name,
-            request_id_get(self._request),
-        )
-
-    def close(self) -> None:
-        """Close the segment iterator and the file."""
-        try:
-            self._segments.close()
-        finally:
-            self._file.close()
-
-
 def _refusal_record(
     request: HttpRequest,
     reason: str,
@@ -337,15 +259,6 @@ def _refusal_record(
         stored_name=stored_name,
         started=started,
     )
-
-
-def _failure_record(name: str, reason: str, sent: int = 0) -> None:
-    """Record, in the current access context, a failure the storage never saw."""
-    context = replace(access_context_current(), bytes_planned=sent)
-    try:
-        access_record(Access(Outcome.FAILED, context, stored_name=name, reason=reason))
-    except RecordError as exc:
-        logger.error("Failure (%s) could not be recorded: %s", reason, exc)
 
 
 def _failure_page(request: HttpRequest, document: Document, name: str, reason: str) -> HttpResponse:

@@ -1,15 +1,31 @@
-"""HTTP pieces the vault's views share: Range, Content-Disposition and the error responses.
+"""HTTP pieces the vault's views share: Range, Content-Disposition, error responses, streaming.
 
 Every response here is private and never stored by a cache: they are about confidential documents.
 """
 
+import contextvars
+import logging
 import re
 import unicodedata
+from collections.abc import Iterator
+from dataclasses import replace
 from typing import Any
 from urllib.parse import quote
 
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
+
+from .access import (
+    Access,
+    Outcome,
+    RecordError,
+    access_context_current,
+    access_record,
+    request_id_get,
+)
+from .fileformat import DecryptionError
+
+logger = logging.getLogger(__name__)
 
 NO_STORE = "private, no-store"
 
@@ -107,3 +123,90 @@ def download_error_response(request: HttpRequest, document: Any, reference: str)
     )
     response["Cache-Control"] = NO_STORE
     return response
+
+
+def os_error_reason(exc: OSError) -> str:
+    """Return the recorded reason for a stored file that cannot be read."""
+    if isinstance(exc, FileNotFoundError):
+        return "stored file missing"
+    return f"stored file unreadable ({type(exc).__name__})"
+
+
+def stored_failure_record(name: str, reason: str, sent: int = 0) -> None:
+    """Record, in the current access context, a failure the storage never saw."""
+    context = replace(access_context_current(), bytes_planned=sent)
+    try:
+        access_record(Access(Outcome.FAILED, context, stored_name=name, reason=reason))
+    except RecordError as exc:
+        logger.error("Failure (%s) could not be recorded: %s", reason, exc)
+
+
+class PlaintextStream:
+    """The plaintext of one response: `length` bytes from the segments, then the file is closed."""
+
+    def __init__(
+        self,
+        file: Any,
+        first: bytes | memoryview,
+        segments: Iterator[bytes | memoryview],
+        length: int,
+        context: contextvars.Context,
+        document: Any,
+        request: HttpRequest,
+    ) -> None:
+        self._file = file
+        self._first = first
+        self._segments = segments
+        self._length = length
+        # The server iterates after the view has left its access context; a failure it meets
+        # must still be recorded against this request, user and document.
+        self._context = context
+        self._document = document
+        self._request = request
+
+    def __iter__(self) -> Iterator[bytes | memoryview]:
+        remaining = self._length
+        piece, self._first = self._first, b""
+        try:
+            while len(piece) < remaining:
+                if piece:
+                    yield piece
+                    remaining -= len(piece)
+                piece = self._context.run(next, self._segments, None)
+                if piece is None:
+                    sent = self._length - remaining
+                    self._context.run(
+                        stored_failure_record, self._file.name, "ended before its size", sent
+                    )
+                    raise DecryptionError("ended before its size")
+            if remaining:
+                yield piece[:remaining]
+        except OSError as exc:
+            # The reader records what fails authentication; a read error is recorded here.
+            reason = os_error_reason(exc)
+            self._context.run(
+                stored_failure_record, self._file.name, reason, self._length - remaining
+            )
+            self._log(reason)
+            raise
+        except (DecryptionError, RecordError) as exc:
+            # Raising makes the server drop the connection short of Content-Length, so no client
+            # mistakes a truncated download for a complete one.
+            self._log(getattr(exc, "reason", exc))
+            raise
+
+    def _log(self, reason: object) -> None:
+        logger.error(
+            "Download of document %s aborted mid-stream: %s (stored name %s, reference %s).",
+            self._document.pk,
+            reason,
+            self._file.name,
+            request_id_get(self._request),
+        )
+
+    def close(self) -> None:
+        """Close the segment iterator and the file."""
+        try:
+            self._segments.close()
+        finally:
+            self._file.close()

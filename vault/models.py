@@ -83,10 +83,7 @@ class DocumentFieldFile(FieldFile):
         if document_save is None:
             raise TypeError("A document's file needs the vault's EncryptedStorage.")
         # The upload event names the document, and so its title, whoever stores the file.
-        fields = (
-            {} if access_context_current().document is not None else {"document": self.instance}
-        )
-        with access_context(**fields):
+        with access_context(**self._context_fields()):
             stored = document_save(
                 name, content, self.instance.pk, max_length=self.field.max_length
             )
@@ -102,9 +99,13 @@ class DocumentFieldFile(FieldFile):
     def _file_get(self) -> Any:
         if getattr(self, "_file", None) is None:
             self._require_file()
-            with access_context(bound_document=self.instance):
+            with access_context(bound_document=self.instance, **self._context_fields()):
                 self._file = self.storage.open(self.name, "rb")
         return self._file
+
+    def _context_fields(self) -> dict[str, Any]:
+        """Name the document in the access context, unless the caller named one already."""
+        return {} if access_context_current().document is not None else {"document": self.instance}
 
     file = property(_file_get, FieldFile._set_file, FieldFile._del_file)
 
@@ -178,6 +179,13 @@ class Document(models.Model):
 
     def __str__(self) -> str:
         return self.title
+
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        """Save the row; a new file is stored first, so that its derived columns are saved too."""
+        # FileField.pre_save would store it only after the columns before it were read.
+        if self.file and not self.file._committed:
+            self.file.save(self.file.name, self.file.file, save=False)
+        super().save(*args, **kwargs)
 
 
 class Grant(models.Model):

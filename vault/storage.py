@@ -2,6 +2,10 @@
 
 Wraps an inner storage (the local MEDIA_ROOT by default, any Django storage by setting) that only
 ever sees ciphertext. Opening a file records the access first and returns a decrypting reader.
+
+What a stored file is (size, sniffed type, key ID, file ID, version, bound document) comes from the
+file only: `_save` reports it as it writes (`document_save()` returns it, with the document bound
+into the header), `describe()` reads it back from an existing file.
 """
 
 import contextvars

@@ -1,7 +1,7 @@
 """The encrypting upload handler: uploaded plaintext never touches the disk.
 
 Django spools an upload above FILE_UPLOAD_MAX_MEMORY_SIZE to a plaintext temporary file. This handler
-encrypts what it receives instead, as one v1 stream (`vault.fileformat.Encryptor`) under a random key
+encrypts what it receives instead, as one Docvault stream (`vault.fileformat.Encryptor`) under a random key
 and key ID that live only in memory, into a temporary file that therefore only ever holds ciphertext
 nobody else can read. The file it returns decrypts that spool as it is read, segment by authenticated
 segment, and EncryptedStorage re-encrypts the plaintext under the vault's primary key on save: the

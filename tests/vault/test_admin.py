@@ -199,3 +199,25 @@ def test_company_with_documents_cannot_be_deleted(admin_client, document):
     response = admin_client.post(admin_url("company", "delete", company.pk), {"post": "yes"})
     assert response.status_code == 200
     assert Company.objects.filter(pk=company.pk).exists()
+
+
+def test_derived_columns_cannot_be_edited_in_the_admin(admin_client, document):
+    before = (document.size, document.mime_type, document.key_id, document.file_id)
+    page = admin_client.get(admin_url("document", "change", document.pk)).content.decode()
+    for name in ("size", "mime_type", "key_id", "file_id"):
+        assert f'name="{name}"' not in page
+    response = admin_client.post(
+        admin_url("document", "change", document.pk),
+        {
+            "title": "Board",
+            "size": "1",
+            "mime_type": "text/html",
+            "key_id": "0" * 16,
+            "file_id": "0" * 64,
+            "grants-TOTAL_FORMS": "0",
+            "grants-INITIAL_FORMS": "0",
+        },
+    )
+    assert response.status_code == 302
+    document.refresh_from_db()
+    assert (document.size, document.mime_type, document.key_id, document.file_id) == before

@@ -13,7 +13,7 @@ from ._cli import destination_write, operator, source_open
 
 class Command(BaseCommand):
     help = (
-        "Decrypt SRC (Docvault v1 or the case study's Fernet) into DST, for disaster recovery "
+        "Decrypt SRC (Docvault v2 or v1, or the case study's Fernet) into DST, for disaster recovery "
         "('-' for stdin/stdout). Recorded in the access log like any decryption."
     )
 
