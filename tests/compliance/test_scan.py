@@ -6,6 +6,8 @@ import json
 import os
 import random
 import secrets
+import subprocess
+import sys
 import uuid
 from pathlib import Path
 
@@ -26,7 +28,8 @@ from vault.storage import EncryptedStorage
 
 pytestmark = pytest.mark.django_db
 
-VECTORS = Path(__file__).resolve().parent.parent / "vault" / "vectors"
+ROOT = Path(__file__).resolve().parents[2]
+VECTORS = ROOT / "tests" / "vault" / "vectors"
 PDF = b"%PDF-1.4\n%\xe2\xe3\xcf\xd3\n1 0 obj << /Type /Catalog >> endobj\n" + b"x" * 3000
 Kind = ScanFinding.Kind
 
@@ -511,3 +514,38 @@ def test_storage_scan_records_the_dashboard_user(officer):
     assert (run.actor, run.actor_username) == (officer, "officer")
     event = AccessEvent.objects.latest("seq")
     assert (event.action, event.actor_id) == ("scan", officer.pk)
+
+
+def test_the_command_s_exit_status_from_a_shell(tmp_path):
+    """0 certified, 1 not certified, 2 cannot scan: as a monitor or a cron job sees them."""
+    media = tmp_path / "shell-media"
+    media.mkdir()
+    env = {
+        **os.environ,
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite3'}",
+        "MEDIA_ROOT": str(media),
+        "DOCVAULT_ENV_FILE": "",
+    }
+
+    def manage(*args, **extra):
+        return subprocess.run(
+            [sys.executable, "manage.py", *args],
+            cwd=ROOT,
+            env={**env, **extra},
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+
+    assert manage("migrate", "--verbosity", "0").returncode == 0
+    certified = manage("vault_scan")
+    assert certified.returncode == 0, certified.stderr
+    assert "0 files, 0 bytes: all ciphertext that configured keys open" in certified.stdout
+    (media / "notes.txt").write_text("Board minutes: confidential.\n")
+    not_certified = manage("vault_scan")
+    assert not_certified.returncode == 1
+    assert "1 plaintext" in not_certified.stdout
+    no_key = manage("vault_scan", VAULT_KEYS="", ENCRYPTION_SECRET="")
+    assert no_key.returncode == 2
+    assert "vault.E001" in no_key.stderr

@@ -8,7 +8,12 @@ from contextlib import contextmanager
 from typing import Any, TextIO
 
 from django.core.exceptions import ImproperlyConfigured
-from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.management.base import (
+    BaseCommand,
+    CommandError,
+    CommandParser,
+    SystemCheckError,
+)
 
 from compliance.models import ScanRun
 from compliance.scan import FileEntry, scan_orphans, scan_run_summary, storage_scan
@@ -25,6 +30,9 @@ EXIT_CANNOT_SCAN = 2
 
 
 class Command(BaseCommand):
+    # The system checks run in handle(): a configuration error is "cannot scan" (exit 2), never
+    # "not certified" (exit 1), so that a monitor can tell them apart.
+    requires_system_checks: list[str] = []
     help = (
         "Scan every file of the vault's storage, cross-check the documents, store and certify the "
         "result. Exits 0 only when every file is ciphertext that a configured key opens and no "
@@ -48,6 +56,12 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
+        if not options.get("skip_checks"):
+            try:
+                self.check()
+            except SystemCheckError as exc:
+                exc.returncode = EXIT_CANNOT_SCAN
+                raise
         for option in ("orphans_csv", "inventory"):
             path = options[option]
             if path and os.path.lexists(path):
