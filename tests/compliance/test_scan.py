@@ -549,3 +549,13 @@ def test_the_command_s_exit_status_from_a_shell(tmp_path):
     no_key = manage("vault_scan", VAULT_KEYS="", ENCRYPTION_SECRET="")
     assert no_key.returncode == 2
     assert "vault.E001" in no_key.stderr
+
+
+def test_an_unwritable_manifest_is_a_clear_error_after_the_run_is_stored(tmp_path):
+    blocked = tmp_path / "blocked"
+    blocked.write_text("a file, not a folder")
+    code, _, err = scan("--orphans-csv", str(blocked / "orphans.csv"))
+    run = ScanRun.objects.get()
+    assert code == 2
+    assert f"Scan #{run.pk} is stored, but the manifest is not: cannot use {blocked}" in err
+    assert not (tmp_path / "orphans.csv").exists()

@@ -85,12 +85,18 @@ class Command(BaseCommand):
             ) from None
         except OSError as exc:
             raise CommandError(
-                f"Cannot scan the storage: {exc.strerror or exc}.", returncode=EXIT_CANNOT_SCAN
+                f"Cannot scan: {_os_error(exc)}", returncode=EXIT_CANNOT_SCAN
             ) from None
         finally:
             progress.close()
         if options["orphans_csv"]:
-            orphans = orphans_csv_write(options["orphans_csv"], run)
+            try:
+                orphans = orphans_csv_write(options["orphans_csv"], run)
+            except OSError as exc:
+                raise CommandError(
+                    f"Scan #{run.pk} is stored, but the manifest is not: {_os_error(exc)}",
+                    returncode=EXIT_CANNOT_SCAN,
+                ) from None
             if not options["json"]:
                 self.stderr.write(f"{orphans} orphan(s) written to {options['orphans_csv']}.")
         if options["json"]:
@@ -123,6 +129,11 @@ class Command(BaseCommand):
             self.stdout.write(
                 f"... and {total - FINDINGS_SHOWN:,} more findings (--json, or the dashboard)."
             )
+
+
+def _os_error(exc: OSError) -> str:
+    where = f" {exc.filename}" if exc.filename else ""
+    return f"cannot use{where}: {exc.strerror or exc}."
 
 
 def orphans_csv_write(path: str, run: ScanRun) -> int:
