@@ -264,7 +264,7 @@ class _Tally:
     ) -> None:
         self.findings.append(
             ScanFinding(
-                path=path[:1024],
+                path=_printable(path)[:1024],
                 kind=kind,
                 detail=detail[:500],
                 file_format=entry.format if entry else "",
@@ -436,7 +436,8 @@ def _recheck_and_close(tally: _Tally, storage: Storage) -> None:
     """Turn unmatched files into orphans and unseen rows into missing, rechecked against now."""
     # Uploads and deletes go on while a scan runs: a row created after the rows were read, or a
     # file deleted after its folder was listed, is not a finding.
-    orphan_names = [entry.name for entry in tally.orphans]
+    # A name that is not UTF-8 cannot be in the database.
+    orphan_names = [entry.name for entry in tally.orphans if _printable(entry.name) == entry.name]
     late_rows: dict[str, _Row] = {}
     for start in range(0, len(orphan_names), 500):
         chunk = orphan_names[start : start + 500]
@@ -471,6 +472,13 @@ def _recheck_and_close(tally: _Tally, storage: Storage) -> None:
             f"document {uuid.UUID(row.pk)} ({row.title}) has no file in storage",
             document=row.pk,
         )
+
+
+def _printable(name: str) -> str:
+    """Return a stored name as text any database takes: bytes that are not UTF-8 as \\x escapes."""
+    # A local file name that is not UTF-8 reaches Python as lone surrogates, which no database
+    # column and no UTF-8 file accepts.
+    return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
 def _os_error(exc: OSError) -> str:

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 from cryptography.fernet import Fernet
 from django.core.files.base import ContentFile
+from django.core.files.storage import FileSystemStorage
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.core.management import call_command
 from django.core.management.base import CommandError
@@ -559,3 +560,21 @@ def test_an_unwritable_manifest_is_a_clear_error_after_the_run_is_stored(tmp_pat
     assert code == 2
     assert f"Scan #{run.pk} is stored, but the manifest is not: cannot use {blocked}" in err
     assert not (tmp_path / "orphans.csv").exists()
+
+
+def test_a_file_name_that_is_not_utf8_is_reported_escaped(media_root):
+    if not isinstance(scan_storage(), FileSystemStorage):
+        pytest.skip("a name that is not UTF-8 exists only on a local disk")
+    (media_root / "old").mkdir()
+    with open(os.path.join(os.fsencode(media_root), b"old", b"minutes-\xff.txt"), "wb") as out:
+        out.write(b"Board minutes: confidential.\n")
+
+    code, out, _ = scan()
+
+    run = ScanRun.objects.get()
+    assert code == 1
+    assert set(run.findings.values_list("path", "kind")) == {
+        ("old/minutes-\\xff.txt", Kind.PLAINTEXT),
+        ("old/minutes-\\xff.txt", Kind.ORPHAN),
+    }
+    assert "old/minutes-\\xff.txt" in out
