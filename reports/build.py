@@ -417,7 +417,11 @@ def _activity_svg(days: list[dict], first_day: date, last_day: date) -> str:
             label_font_size=11,
             major_label_font_size=11,
             legend_font_size=12,
+            guide_stroke_color="#d8dee4",
+            major_guide_stroke_color="#d8dee4",
         ),
+        min_scale=3,
+        max_scale=6,
         spacing=4,
         margin=8,
     )
