@@ -35,6 +35,7 @@ MAX_USERS = 100
 MAX_DOCUMENTS = 25
 MAX_INCIDENTS = 1000
 MAX_INCIDENT_REASONS = 50
+MAX_BARS = 400
 CSV_COLUMNS = (
     "seq",
     "when",
@@ -153,6 +154,7 @@ class Access:
     incident_reasons: list[dict]
     incident_reason_count: int
     days: list[dict]
+    activity_unit: str
     activity_svg: str
 
 
@@ -381,23 +383,39 @@ def _storage_certification(period: Period) -> StorageCertification:
     )
 
 
-def _activity_svg(days: list[dict], first_day: date, last_day: date) -> str:
-    """SEAM(issue 7): return the per-day activity chart as an SVG string.
+def activity_buckets(days: list[dict], first_day: date, last_day: date) -> tuple[str, list[dict]]:
+    """Return the unit (day, month, year) and the counts per bucket, at most MAX_BARS buckets."""
+    span = (last_day - first_day).days + 1
+    if span <= MAX_BARS:
+        unit, key, label = "day", (lambda day: day), (lambda day: day.isoformat())
+    elif span // 28 <= MAX_BARS:
+        unit, key, label = "month", (lambda day: day.replace(day=1)), (lambda day: f"{day:%Y-%m}")
+    else:
+        unit, key, label = "year", (lambda day: date(day.year, 1, 1)), (lambda day: f"{day:%Y}")
+    buckets: dict[date, dict] = {}
+    day = first_day
+    while day <= last_day:
+        buckets.setdefault(key(day), {"label": label(key(day)), "allowed": 0, "refused": 0})
+        day += timedelta(days=1)
+    for row in days:
+        bucket = buckets.get(key(row["day"]))
+        if bucket is not None:
+            bucket["allowed"] += row.get(Outcome.ALLOWED, 0)
+            bucket["refused"] += row.get(Outcome.DENIED, 0) + row.get(Outcome.FAILED, 0)
+    return unit, list(buckets.values())
+
+
+def _activity_svg(buckets: list[dict]) -> str:
+    """SEAM(issue 7): return the activity chart (allowed and refused per bucket) as an SVG string.
 
     A plain pygal chart for now; the dashboard's shared chart function replaces it (one import).
     """
     import pygal
     from pygal.style import Style
 
-    counts = {row["day"]: row for row in days}
-    labels, allowed, refused = [], [], []
-    day = first_day
-    while day <= last_day:
-        row = counts.get(day, {})
-        labels.append(day.isoformat())
-        allowed.append(row.get(Outcome.ALLOWED, 0))
-        refused.append(row.get(Outcome.DENIED, 0) + row.get(Outcome.FAILED, 0))
-        day += timedelta(days=1)
+    labels = [bucket["label"] for bucket in buckets]
+    allowed = [bucket["allowed"] for bucket in buckets]
+    refused = [bucket["refused"] for bucket in buckets]
     chart = pygal.StackedBar(
         js=[],
         disable_xml_declaration=True,
@@ -511,6 +529,9 @@ def _access(period: Period) -> Access:
     ):
         days.setdefault(row["day"], {"day": row["day"]})[row["outcome"]] = row["n"]
     day_rows = [days[day] for day in sorted(days)]
+    # Future days add nothing to the chart; a period of decades is drawn per month or year.
+    last_day = min(period.last_day, timezone.localdate())
+    unit, buckets = activity_buckets(day_rows, period.first_day, max(last_day, period.first_day))
     return Access(
         total=total,
         by_outcome=by_outcome,
@@ -531,7 +552,8 @@ def _access(period: Period) -> Access:
         ],
         incident_reason_count=reasons.count(),
         days=day_rows,
-        activity_svg=_activity_svg(day_rows, period.first_day, period.last_day),
+        activity_unit=unit,
+        activity_svg=_activity_svg(buckets),
     )
 
 
