@@ -233,14 +233,19 @@ def period_events(period: Period) -> QuerySet[AccessEvent]:
 # The CSV attachment -------------------------------------------------------------------------------
 
 
-def _csv_cell(name: str, value: object) -> object:
-    if value is None:
-        return ""
-    if isinstance(value, datetime):
-        return value.astimezone(UTC).isoformat()
-    if name in _CSV_TEXT_COLUMNS and isinstance(value, str) and value.startswith(_FORMULA_START):
-        return "'" + value
-    return value
+_CSV_WHEN = CSV_COLUMNS.index("when")
+_CSV_TEXT = [CSV_COLUMNS.index(name) for name in sorted(_CSV_TEXT_COLUMNS)]
+
+
+def _csv_row(row: tuple[Any, ...]) -> list[Any]:
+    """Return one event as CSV cells (csv writes None as empty, the rest with str())."""
+    cells = list(row)
+    cells[_CSV_WHEN] = cells[_CSV_WHEN].astimezone(UTC).isoformat()
+    for index in _CSV_TEXT:
+        value = cells[index]
+        if value and value.startswith(_FORMULA_START):
+            cells[index] = "'" + value
+    return cells
 
 
 @dataclass
@@ -266,18 +271,17 @@ def events_csv_chunks(
         .values_list(*CSV_COLUMNS)
         .iterator(chunk_size=chunk_rows)
     )
-    pending = 0
+    batch = []
     for row in rows:
-        writer.writerow(
-            [_csv_cell(name, value) for name, value in zip(CSV_COLUMNS, row, strict=True)]
-        )
-        pending += 1
-        if pending == chunk_rows:
+        batch.append(_csv_row(row))
+        if len(batch) == chunk_rows:
+            writer.writerows(batch)
+            stats.rows += len(batch)
+            batch.clear()
             yield _csv_flush(buffer, stats)
-            stats.rows += pending
-            pending = 0
+    writer.writerows(batch)
+    stats.rows += len(batch)
     yield _csv_flush(buffer, stats)
-    stats.rows += pending
 
 
 def _csv_flush(buffer: io.StringIO, stats: CsvStats) -> bytes:
