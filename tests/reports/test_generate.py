@@ -19,7 +19,7 @@ from reports.signing import SigningUnavailable
 from reports.verify import report_verify
 from vault.keys import keyring
 
-from .conftest import download, pdfsig, pdftotext
+from .conftest import download, pdfsig, pdftotext, upload
 
 pytestmark = pytest.mark.django_db
 
@@ -260,3 +260,19 @@ def test_pdftoppm_renders_every_page(signing, activity, officer, tmp_path):
 
     pages = sorted(tmp_path.glob("page-*.png"))
     assert len(pages) >= 4
+
+
+def test_hostile_text_is_shown_as_text_and_never_a_formula(
+    signing, client, acme, alice, officer, tmp_path
+):
+    title = '=HYPERLINK("http://127.0.0.1:9/x")<img src="http://127.0.0.1:9/y.png">'
+    document = upload(client, alice, acme, b"%PDF-1.7\nhostile", title)
+    assert download(client, alice, document) == 200
+    output = tmp_path / "report.pdf"
+
+    report_generate(whole_log(), user=officer, output=output)
+
+    _, rows = attached_csv(output)
+    titles = {row[CSV_COLUMNS.index("document_title")] for row in rows[1:]}
+    assert titles == {"'" + title}
+    assert '<imgsrc="http://127.0.0.1:9/y.png">' in pdftotext(output).replace(" ", "")
