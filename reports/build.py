@@ -496,9 +496,10 @@ def _access(period: Period) -> Access:
         **outcome_counts,
     )
     users = list(user_rows.order_by("-total", "actor_username")[:MAX_USERS])
-    reads = events.filter(outcome=Outcome.ALLOWED, action__in=READ_ACTIONS, document__isnull=False)
+    reads = events.filter(outcome=Outcome.ALLOWED, action__in=READ_ACTIONS)
+    document_reads = reads.filter(document__isnull=False)  # CLI decryptions name no document
     documents = list(
-        reads.values("document_id")
+        document_reads.values("document_id")
         .annotate(
             reads=Count("pk"),
             readers=Count("actor_username", distinct=True),
@@ -544,7 +545,7 @@ def _access(period: Period) -> Access:
         users=users,
         user_count=user_rows.count(),
         documents=documents,
-        document_count=reads.values("document_id").distinct().count(),
+        document_count=document_reads.values("document_id").distinct().count(),
         reads=reads.count(),
         incidents=incidents,
         incident_count=by_outcome[Outcome.DENIED] + by_outcome[Outcome.FAILED],

@@ -46,7 +46,7 @@ class Report(models.Model):
         ordering = ["-generated_at"]
 
     def __str__(self) -> str:
-        return f"Report {self.id} ({self.period_start:%Y-%m-%d} to {self.period_end:%Y-%m-%d})"
+        return f"Report {self.id} ({self.period_start:%Y-%m-%d %H:%M} up to {self.period_end:%Y-%m-%d %H:%M})"
 
     @property
     def head(self) -> str:
