@@ -446,6 +446,7 @@ def _activity_svg(buckets: list[dict]) -> str:
         max_scale=6,
         spacing=4,
         margin=8,
+        margin_right=36,  # room for the last x label
     )
     chart.x_labels = labels
     chart.add("Allowed", allowed)
