@@ -2,6 +2,7 @@
 
 import csv
 import io
+import re
 import subprocess
 from datetime import timedelta
 
@@ -276,3 +277,22 @@ def test_hostile_text_is_shown_as_text_and_never_a_formula(
     titles = {row[CSV_COLUMNS.index("document_title")] for row in rows[1:]}
     assert titles == {"'" + title}
     assert '<imgsrc="http://127.0.0.1:9/y.png">' in pdftotext(output).replace(" ", "")
+
+
+def test_rotations_in_the_period_are_listed_with_their_key_ids(signing, officer, tmp_path):
+    from compliance.access_log import access_event_record
+    from vault.access import Access, AccessContext, Action
+
+    old_key = keyring().keys[1].key_id_hex
+    for _ in range(3):
+        access_event_record(
+            Access("allowed", AccessContext(action=Action.ROTATE, user=officer), key_id=old_key)
+        )
+    output = tmp_path / "report.pdf"
+
+    report_generate(whole_log(), user=officer, output=output)
+
+    text = pdftotext(output)
+    assert "3 rotation events in the period" in text
+    # pdftotext reads this small table's last header cells after the first data cells.
+    assert re.search(rf"{old_key} allowed (Files )?3 ", text)
