@@ -9,6 +9,7 @@ TEST_PACKAGES := libmagic1 poppler-utils libnss3-tools chromium libharfbuzz-subs
 .PHONY: run test serve lint bench venv dev-venv system-run system-test
 
 run: system-run venv .env
+	$(BIN)/python scripts/dev_env.py .env
 	$(BIN)/python manage.py migrate --noinput
 	$(BIN)/python manage.py seed_demo
 	$(BIN)/python manage.py runserver 127.0.0.1:8000

@@ -62,6 +62,11 @@ def env_list(name: str, default: str = "") -> list[str]:
     return [item.strip() for item in (env(name, default) or "").split(",") if item.strip()]
 
 
+def env_path(name: str) -> str | None:
+    """Return a setting that names a file: NAME, or NAME_FILE (the file holding it is that file)."""
+    return _ENV.get(name) or _ENV.get(f"{name}_FILE") or None
+
+
 DEBUG = env_bool("DJANGO_DEBUG")
 SECRET_KEY = env("DJANGO_SECRET_KEY") or ""
 ALLOWED_HOSTS = env_list("DJANGO_ALLOWED_HOSTS", "127.0.0.1,localhost")
@@ -210,6 +215,32 @@ ACCESS_LOG_PROXY_COUNT = int(env("ACCESS_LOG_PROXY_COUNT") or 0)
 # Key IDs of chain keys dropped from VAULT_KEYS on purpose; events under any other unknown key fail
 # verification as forged.
 ACCESS_LOG_RETIRED_KEY_IDS = env_list("ACCESS_LOG_RETIRED_KEY_IDS")
+
+# Signed audit reports (reports/). The organisation's signing certificate and key: a PKCS#12 file and
+# its passphrase, or PEM files. Paths come as NAME or NAME_FILE, passphrases as secrets. Without them
+# a report is refused, never produced unsigned. `python manage.py report_signing_cert` makes a
+# development pair. REPORT_TRUST_ROOTS: the PEM CA files (comma-separated) verification trusts.
+REPORT_SIGNING_P12 = env_path("REPORT_SIGNING_P12")
+REPORT_SIGNING_P12_PASSPHRASE = env("REPORT_SIGNING_P12_PASSPHRASE")
+REPORT_SIGNING_CERT = env_path("REPORT_SIGNING_CERT")
+REPORT_SIGNING_KEY = env_path("REPORT_SIGNING_KEY")
+REPORT_SIGNING_KEY_PASSPHRASE = env("REPORT_SIGNING_KEY_PASSPHRASE")
+REPORT_TRUST_ROOTS = [
+    path.strip() for path in (env_path("REPORT_TRUST_ROOTS") or "").split(",") if path.strip()
+]
+# What the report's cover and record of processing (GDPR Art. 30(1)) say; unset entries are printed
+# as "not configured", never invented.
+REPORT_ORGANISATION = env("REPORT_ORGANISATION")
+REPORT_CONTROLLER = env("REPORT_CONTROLLER")  # (a) name and contact details
+REPORT_REPRESENTATIVE = env("REPORT_REPRESENTATIVE")  # (a) joint controller / representative
+REPORT_DPO = env("REPORT_DPO")  # (a) data protection officer
+REPORT_PURPOSES = env("REPORT_PURPOSES")  # (b)
+REPORT_DATA_SUBJECTS = env("REPORT_DATA_SUBJECTS")  # (c) categories of data subjects
+REPORT_DATA_CATEGORIES = env("REPORT_DATA_CATEGORIES")  # (c) categories of personal data
+REPORT_RECIPIENTS = env("REPORT_RECIPIENTS")  # (d)
+REPORT_TRANSFERS = env("REPORT_TRANSFERS")  # (e) third countries and safeguards
+REPORT_RETENTION = env("REPORT_RETENTION")  # (f) time limits for erasure
+REPORT_SECURITY_MEASURES = env("REPORT_SECURITY_MEASURES")  # (g) organisational measures
 
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "/"

@@ -1,0 +1,700 @@
+"""What a report says: every figure computed in SQL over the period, never a year of rows in Python.
+
+`report_content_build()` returns the content the template renders; `events_csv_chunks()` streams
+the period's full event list (the PDF's CSV attachment). Both use one definition of the period's
+events (`period_events()`), so the counts in the text and the rows in the attachment agree.
+"""
+
+import csv
+import hashlib
+import io
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+from django.conf import settings
+from django.db.models import Count, Max, Min, Q, QuerySet, Sum
+from django.db.models.functions import TruncDate
+from django.utils import timezone
+
+from compliance.access_log import ChainReport, ChainStatus, chain_verify
+from compliance.models import GENESIS_HASH, AccessEvent
+from vault import fileformat
+from vault.access import Action, Outcome
+from vault.keys import keyring
+from vault.models import Document
+
+from .models import Report
+
+# Decryptions: what "read" means in the access tables.
+READ_ACTIONS = (Action.DOWNLOAD, Action.RANGE, Action.OPEN, Action.CLI_DECRYPT)
+# Tables cut to their first rows in the text; the attached CSV always holds every event.
+MAX_USERS = 100
+MAX_DOCUMENTS = 25
+MAX_INCIDENTS = 1000
+MAX_INCIDENT_REASONS = 50
+MAX_BARS = 400
+CSV_COLUMNS = (
+    "seq",
+    "when",
+    "actor_id",
+    "actor_username",
+    "action",
+    "outcome",
+    "reason",
+    "staff_read",
+    "document_id",
+    "document_title",
+    "stored_name",
+    "client_ip",
+    "user_agent",
+    "key_id",
+    "bytes_served",
+    "duration_ms",
+    "request_id",
+    "chain_key_id",
+    "hash",
+)
+# Free-text columns a spreadsheet could read as a formula (=, +, -, @): prefixed with a quote.
+_CSV_TEXT_COLUMNS = frozenset(
+    {"actor_username", "reason", "document_title", "stored_name", "user_agent", "request_id"}
+)
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+NOT_CONFIGURED = "not configured"
+
+
+class Level:
+    """A summary line's verdict, spelled out so that it reads without colour."""
+
+    OK = "OK"
+    ATTENTION = "ATTENTION"
+    FAILED = "FAILED"
+
+
+@dataclass(frozen=True)
+class Period:
+    """The reporting period [start, end) and the chain head at its end, which bounds its events."""
+
+    start: datetime
+    end: datetime
+    head_seq: int
+    head_hash: str
+
+    @property
+    def head(self) -> str:
+        """Return the anchor as SEQ:HASH."""
+        return f"{self.head_seq}:{self.head_hash}"
+
+    @property
+    def last_day(self) -> date:
+        """Return the last day the period covers (its end is exclusive)."""
+        return timezone.localtime(self.end - timedelta(microseconds=1)).date()
+
+    @property
+    def first_day(self) -> date:
+        """Return the first day the period covers."""
+        return timezone.localtime(self.start).date()
+
+
+@dataclass(frozen=True)
+class SummaryLine:
+    area: str
+    level: str
+    text: str
+
+
+@dataclass(frozen=True)
+class KeyVersion:
+    label: str
+    key_id: str
+    primary: bool
+    files: int
+    bytes: int
+
+
+@dataclass(frozen=True)
+class FormatInUse:
+    name: str
+    construction: str
+    files: int
+
+
+@dataclass
+class Encryption:
+    formats: list[FormatInUse]
+    keys: list[KeyVersion]
+    unknown_keys: list[KeyVersion]
+    legacy_files: int
+    total_files: int
+    kdf: str
+    kdf_iterations: int
+    kdf_salt_bytes: int
+    subkeys: str
+    key_source: str
+    rotations: list[dict]
+    rotation_count: int
+
+
+@dataclass
+class Access:
+    total: int
+    by_outcome: dict[str, int]
+    by_action: list[dict]
+    companies: list[dict]
+    users: list[dict]
+    user_count: int
+    documents: list[dict]
+    document_count: int
+    reads: int
+    incidents: list[dict]
+    incident_count: int
+    incident_reasons: list[dict]
+    incident_reason_count: int
+    days: list[dict]
+    activity_unit: str
+    activity_svg: str
+
+
+@dataclass
+class Integrity:
+    chain: ChainReport
+    anchor: str
+    previous: Report | None
+    previous_present: bool | None
+
+
+@dataclass
+class StorageCertification:
+    """SEAM(issue 7): the storage scan's facts for the report. No scan model exists yet."""
+
+    available: bool
+    note: str
+
+
+@dataclass
+class ReportContent:
+    report_id: uuid.UUID
+    organisation: str
+    period: Period
+    generated_at: datetime
+    generated_by: str
+    signer_subject: str
+    signer_issuer: str
+    signer_fingerprint: str
+    signer_not_after: datetime
+    summary: list[SummaryLine] = field(default_factory=list)
+    encryption: Encryption | None = None
+    storage: StorageCertification | None = None
+    access: Access | None = None
+    integrity: Integrity | None = None
+    processing: list[tuple[str, str, str]] = field(default_factory=list)
+    csv_name: str = ""
+    csv_rows: int = 0
+    csv_size: int = 0
+    csv_sha256: str = ""
+
+
+# The period ---------------------------------------------------------------------------------------
+
+
+def period_make(start: datetime, end: datetime) -> Period:
+    """Return the period [start, end) with its anchor: the last event before `end`."""
+    if timezone.is_naive(start) or timezone.is_naive(end):
+        raise ValueError("The period's start and end must be aware datetimes.")
+    if not start < end:
+        raise ValueError("The period must end after it starts.")
+    head = (
+        AccessEvent.objects.filter(when__lt=end).order_by("-seq").values_list("seq", "hash").first()
+    )
+    seq, hash_ = head if head else (0, GENESIS_HASH)
+    return Period(start, end, seq, hash_)
+
+
+def period_from_dates(first_day: date, last_day: date) -> Period:
+    """Return the period from the start of `first_day` to the end of `last_day`, local time."""
+    if last_day < first_day:
+        raise ValueError(f"The period ends ({last_day}) before it starts ({first_day}).")
+    zone = timezone.get_current_timezone()
+    start = datetime.combine(first_day, datetime.min.time(), zone)
+    end = datetime.combine(last_day + timedelta(days=1), datetime.min.time(), zone)
+    return period_make(start, end)
+
+
+def period_events(period: Period) -> QuerySet[AccessEvent]:
+    """Return the period's events, unordered: those in [start, end) up to the anchor."""
+    return AccessEvent.objects.filter(
+        when__gte=period.start, when__lt=period.end, seq__lte=period.head_seq
+    ).order_by()
+
+
+# The CSV attachment -------------------------------------------------------------------------------
+
+
+_CSV_WHEN = CSV_COLUMNS.index("when")
+_CSV_TEXT = [CSV_COLUMNS.index(name) for name in sorted(_CSV_TEXT_COLUMNS)]
+
+
+def _csv_row(row: tuple[Any, ...]) -> list[Any]:
+    """Return one event as CSV cells (csv writes None as empty, the rest with str())."""
+    cells = list(row)
+    cells[_CSV_WHEN] = cells[_CSV_WHEN].astimezone(UTC).isoformat()
+    for index in _CSV_TEXT:
+        value = cells[index]
+        if value and value.startswith(_FORMULA_START):
+            cells[index] = "'" + value
+    return cells
+
+
+@dataclass
+class CsvStats:
+    """What `events_csv_chunks()` wrote: rows (events), bytes and their SHA-256, once exhausted."""
+
+    rows: int = 0
+    size: int = 0
+    sha256: Any = field(default_factory=hashlib.sha256)
+
+
+def events_csv_chunks(
+    period: Period, stats: CsvStats | None = None, chunk_rows: int = 5000
+) -> Iterator[bytes]:
+    """Yield the period's events as UTF-8 CSV, in seq order, a few thousand rows at a time."""
+    stats = stats if stats is not None else CsvStats()
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\r\n")
+    writer.writerow(CSV_COLUMNS)
+    rows = (
+        period_events(period)
+        .order_by("seq")
+        .values_list(*CSV_COLUMNS)
+        .iterator(chunk_size=chunk_rows)
+    )
+    batch = []
+    for row in rows:
+        batch.append(_csv_row(row))
+        if len(batch) == chunk_rows:
+            writer.writerows(batch)
+            stats.rows += len(batch)
+            batch.clear()
+            yield _csv_flush(buffer, stats)
+    writer.writerows(batch)
+    stats.rows += len(batch)
+    yield _csv_flush(buffer, stats)
+
+
+def _csv_flush(buffer: io.StringIO, stats: CsvStats) -> bytes:
+    data = buffer.getvalue().encode("utf-8")
+    buffer.seek(0)
+    buffer.truncate()
+    stats.size += len(data)
+    stats.sha256.update(data)
+    return data
+
+
+# Sections -----------------------------------------------------------------------------------------
+
+
+def _encryption(period: Period) -> Encryption:
+    ring = keyring()
+    by_key = {
+        row["key_id"]: row
+        for row in Document.objects.order_by()
+        .values("key_id")
+        .annotate(files=Count("pk"), bytes=Sum("size"))
+    }
+    keys = []
+    for key in ring.keys:
+        row = by_key.pop(key.key_id_hex, {})
+        keys.append(
+            KeyVersion(
+                key.label,
+                key.key_id_hex,
+                key is ring.primary,
+                row.get("files", 0),
+                row.get("bytes") or 0,
+            )
+        )
+    legacy = by_key.pop("", {})
+    unknown = [
+        KeyVersion("(not configured)", key_id, False, row["files"], row["bytes"] or 0)
+        for key_id, row in sorted(by_key.items())
+    ]
+    v1_files = sum(key.files for key in keys) + sum(key.files for key in unknown)
+    formats = []
+    if v1_files or not legacy:
+        formats.append(
+            FormatInUse(
+                "Docvault v1",
+                "AES-256-GCM in Google Tink's AES-GCM-HKDF streaming construction: a per-file "
+                "key from HKDF-SHA256 over a random 32-byte salt, "
+                f"{fileformat.SEGMENT_SIZE // (1 << 20)} MiB segments each authenticated, "
+                "the header (key ID, document binding) bound as associated data",
+                v1_files,
+            )
+        )
+    if legacy:
+        formats.append(
+            FormatInUse(
+                "Legacy Fernet (first system)",
+                "Fernet: AES-128-CBC with HMAC-SHA256, the whole file as one token; read only, "
+                "rewritten in v1 by key rotation",
+                legacy["files"],
+            )
+        )
+    rotations = list(
+        period_events(period)
+        .filter(action=Action.ROTATE)
+        .values("key_id", "outcome")
+        .annotate(events=Count("pk"), first=Min("when"), last=Max("when"))
+        .order_by("first")
+    )
+    source = "VAULT_KEYS" if getattr(settings, "VAULT_KEYS", None) else "ENCRYPTION_SECRET"
+    return Encryption(
+        formats=formats,
+        keys=keys,
+        unknown_keys=unknown,
+        legacy_files=legacy.get("files", 0),
+        total_files=v1_files + legacy.get("files", 0),
+        kdf="PBKDF2-HMAC-SHA256, 32-byte output, once per key version and process",
+        kdf_iterations=ring.iterations,
+        kdf_salt_bytes=len((getattr(settings, "VAULT_KDF_SALT", "") or "").encode()),
+        subkeys="HKDF-SHA256 sub-keys, one label per purpose (files, access-log chain, key ID)",
+        key_source=(
+            f"Master secrets are read from the process environment ({source}, or {source}_FILE "
+            "naming a secret file), never from the database. The database and the files hold "
+            "only key IDs: one-way HKDF fingerprints that reveal nothing about a key."
+        ),
+        rotations=rotations,
+        rotation_count=sum(row["events"] for row in rotations),
+    )
+
+
+def _storage_certification(period: Period) -> StorageCertification:
+    """SEAM(issue 7): return the latest full storage scan at or before the period end.
+
+    No scan model exists yet; the dashboard helper replaces this with the ScanRun lookup (time,
+    files, bytes, formats, key IDs, inventory digest, every finding).
+    """
+    return StorageCertification(
+        available=False,
+        note=(
+            "No storage scan exists in this version of Docvault, so storage is not certified by "
+            "this report: nothing here proves that every stored object is ciphertext. The "
+            "encryption figures above come from the document records, not from the storage."
+        ),
+    )
+
+
+def activity_buckets(days: list[dict], first_day: date, last_day: date) -> tuple[str, list[dict]]:
+    """Return the unit (day, month, year) and the counts per bucket, at most MAX_BARS buckets."""
+    span = (last_day - first_day).days + 1
+    if span <= MAX_BARS:
+        unit, key, label = "day", (lambda day: day), (lambda day: day.isoformat())
+    elif span // 28 <= MAX_BARS:
+        unit, key, label = "month", (lambda day: day.replace(day=1)), (lambda day: f"{day:%Y-%m}")
+    else:
+        unit, key, label = "year", (lambda day: date(day.year, 1, 1)), (lambda day: f"{day:%Y}")
+    buckets: dict[date, dict] = {}
+    day = first_day
+    while day <= last_day:
+        buckets.setdefault(key(day), {"label": label(key(day)), "allowed": 0, "refused": 0})
+        day += timedelta(days=1)
+    for row in days:
+        bucket = buckets.get(key(row["day"]))
+        if bucket is not None:
+            bucket["allowed"] += row.get(Outcome.ALLOWED, 0)
+            bucket["refused"] += row.get(Outcome.DENIED, 0) + row.get(Outcome.FAILED, 0)
+    return unit, list(buckets.values())
+
+
+def _activity_svg(buckets: list[dict]) -> str:
+    """SEAM(issue 7): return the activity chart (allowed and refused per bucket) as an SVG string.
+
+    A plain pygal chart for now; the dashboard's shared chart function replaces it (one import).
+    """
+    import pygal
+    from pygal.style import Style
+
+    labels = [bucket["label"] for bucket in buckets]
+    allowed = [bucket["allowed"] for bucket in buckets]
+    refused = [bucket["refused"] for bucket in buckets]
+    chart = pygal.StackedBar(
+        js=[],
+        disable_xml_declaration=True,
+        width=900,
+        height=300,
+        show_dots=False,
+        legend_at_bottom=True,
+        x_label_rotation=0,
+        show_minor_x_labels=False,
+        x_labels_major_count=min(len(labels), 8),
+        truncate_label=-1,
+        style=Style(
+            background="white",
+            plot_background="white",
+            colors=("#3b6ea5", "#c0392b"),
+            font_family="DejaVu Sans",
+            label_font_size=11,
+            major_label_font_size=11,
+            legend_font_size=12,
+            guide_stroke_color="#d8dee4",
+            major_guide_stroke_color="#d8dee4",
+        ),
+        min_scale=3,
+        max_scale=6,
+        spacing=4,
+        margin=8,
+        margin_right=36,  # room for the last x label
+    )
+    chart.x_labels = labels
+    chart.add("Allowed", allowed)
+    chart.add("Denied or failed", refused)
+    return chart.render(is_unicode=True)
+
+
+def _access(period: Period) -> Access:
+    events = period_events(period)
+    by_outcome = {outcome.value: 0 for outcome in Outcome}
+    for row in events.values("outcome").annotate(n=Count("pk")):
+        by_outcome[row["outcome"]] = row["n"]
+    total = sum(by_outcome.values())
+    outcome_counts = {
+        "allowed": Count("pk", filter=Q(outcome=Outcome.ALLOWED)),
+        "denied": Count("pk", filter=Q(outcome=Outcome.DENIED)),
+        "failed": Count("pk", filter=Q(outcome=Outcome.FAILED)),
+    }
+    labels = dict(Action.choices)
+    by_action = [
+        {**row, "label": labels.get(row["action"], row["action"])}
+        for row in events.values("action")
+        .annotate(total=Count("pk"), **outcome_counts)
+        .order_by("-total", "action")
+    ]
+    companies = list(
+        events.values("actor__memberships__company__name")
+        .annotate(
+            total=Count("pk"),
+            users=Count("actor_username", distinct=True),
+            reads=Count("pk", filter=Q(outcome=Outcome.ALLOWED, action__in=READ_ACTIONS)),
+            **outcome_counts,
+        )
+        .order_by("-total")
+    )
+    for row in companies:
+        row["company"] = row.pop("actor__memberships__company__name")
+    user_rows = events.values("actor_username").annotate(
+        total=Count("pk"),
+        reads=Count("pk", filter=Q(outcome=Outcome.ALLOWED, action__in=READ_ACTIONS)),
+        documents=Count(
+            "document_id",
+            distinct=True,
+            filter=Q(outcome=Outcome.ALLOWED, action__in=READ_ACTIONS),
+        ),
+        staff_reads=Count("pk", filter=Q(staff_read=True, outcome=Outcome.ALLOWED)),
+        bytes=Sum("bytes_served", filter=Q(outcome=Outcome.ALLOWED)),
+        **outcome_counts,
+    )
+    users = list(user_rows.order_by("-total", "actor_username")[:MAX_USERS])
+    reads = events.filter(outcome=Outcome.ALLOWED, action__in=READ_ACTIONS)
+    document_reads = reads.filter(document__isnull=False)  # CLI decryptions name no document
+    documents = list(
+        document_reads.values("document_id")
+        .annotate(
+            reads=Count("pk"),
+            readers=Count("actor_username", distinct=True),
+            title=Max("document_title"),
+            company=Max("document__company__name"),
+            last=Max("when"),
+        )
+        .order_by("-reads", "document_id")[:MAX_DOCUMENTS]
+    )
+    incidents_qs = events.filter(outcome__in=(Outcome.DENIED, Outcome.FAILED))
+    incidents = list(
+        incidents_qs.order_by("seq").values(
+            "seq",
+            "when",
+            "actor_username",
+            "action",
+            "outcome",
+            "reason",
+            "document_title",
+            "stored_name",
+            "client_ip",
+        )[:MAX_INCIDENTS]
+    )
+    for row in incidents:
+        row["action_label"] = labels.get(row["action"], row["action"])
+    reasons = incidents_qs.values("outcome", "action", "reason").annotate(
+        events=Count("pk"), first=Min("when"), last=Max("when")
+    )
+    days = {}
+    for row in (
+        events.annotate(day=TruncDate("when")).values("day", "outcome").annotate(n=Count("pk"))
+    ):
+        days.setdefault(row["day"], {"day": row["day"]})[row["outcome"]] = row["n"]
+    day_rows = [days[day] for day in sorted(days)]
+    # Future days add nothing to the chart; a period of decades is drawn per month or year.
+    last_day = min(period.last_day, timezone.localdate())
+    unit, buckets = activity_buckets(day_rows, period.first_day, max(last_day, period.first_day))
+    return Access(
+        total=total,
+        by_outcome=by_outcome,
+        by_action=by_action,
+        companies=companies,
+        users=users,
+        user_count=user_rows.count(),
+        documents=documents,
+        document_count=document_reads.values("document_id").distinct().count(),
+        reads=reads.count(),
+        incidents=incidents,
+        incident_count=by_outcome[Outcome.DENIED] + by_outcome[Outcome.FAILED],
+        incident_reasons=[
+            {**row, "action_label": labels.get(row["action"], row["action"])}
+            for row in reasons.order_by("-events", "outcome", "action", "reason")[
+                :MAX_INCIDENT_REASONS
+            ]
+        ],
+        incident_reason_count=reasons.count(),
+        days=day_rows,
+        activity_unit=unit,
+        activity_svg=_activity_svg(buckets),
+    )
+
+
+def _integrity(period: Period, previous: Report | None) -> Integrity:
+    expected = (previous.head_seq, previous.head_hash) if previous and previous.head_seq else None
+    chain = chain_verify(expected_head=expected)
+    present = None
+    if previous is not None:
+        present = (
+            previous.head_seq == 0
+            or AccessEvent.objects.filter(seq=previous.head_seq, hash=previous.head_hash).exists()
+        )
+    return Integrity(chain=chain, anchor=period.head, previous=previous, previous_present=present)
+
+
+PROCESSING_ENTRIES = (
+    ("(a)", "Controller: name and contact details", "REPORT_CONTROLLER"),
+    ("(a)", "Joint controller or representative", "REPORT_REPRESENTATIVE"),
+    ("(a)", "Data protection officer", "REPORT_DPO"),
+    ("(b)", "Purposes of the processing", "REPORT_PURPOSES"),
+    ("(c)", "Categories of data subjects", "REPORT_DATA_SUBJECTS"),
+    ("(c)", "Categories of personal data", "REPORT_DATA_CATEGORIES"),
+    ("(d)", "Categories of recipients", "REPORT_RECIPIENTS"),
+    ("(e)", "Transfers to third countries and safeguards", "REPORT_TRANSFERS"),
+    ("(f)", "Time limits for erasure", "REPORT_RETENTION"),
+    ("(g)", "Organisational security measures", "REPORT_SECURITY_MEASURES"),
+)
+
+
+def _processing() -> list[tuple[str, str, str]]:
+    return [
+        (letter, label, (getattr(settings, name, None) or "").strip() or NOT_CONFIGURED)
+        for letter, label, name in PROCESSING_ENTRIES
+    ]
+
+
+def _summary(content: ReportContent) -> list[SummaryLine]:
+    encryption, access, integrity = content.encryption, content.access, content.integrity
+    assert encryption and access and integrity and content.storage
+    lines = []
+    if content.storage.available:
+        lines.append(SummaryLine("Every file encrypted", Level.OK, content.storage.note))
+    else:
+        lines.append(
+            SummaryLine(
+                "Every file encrypted",
+                Level.ATTENTION,
+                f"Not certified: no storage scan exists. The document records list "
+                f"{encryption.total_files:,} files, {encryption.total_files - encryption.legacy_files:,}"
+                f" in the v1 format and {encryption.legacy_files:,} legacy Fernet files.",
+            )
+        )
+    primary = encryption.keys[0]
+    older = sum(key.files for key in encryption.keys[1:])
+    unknown = sum(key.files for key in encryption.unknown_keys)
+    key_text = (
+        f"{len(encryption.keys)} key version(s), primary {primary.label} ({primary.key_id}); "
+        f"{primary.files:,} files on the primary key, {older:,} on older keys, "
+        f"{encryption.legacy_files:,} legacy, {unknown:,} on keys not configured; "
+        f"{encryption.rotation_count:,} rotation events in the period."
+    )
+    key_level = (
+        Level.FAILED
+        if unknown
+        else Level.ATTENTION
+        if older or encryption.legacy_files
+        else Level.OK
+    )
+    lines.append(SummaryLine("Keys", key_level, key_text))
+    lines.append(
+        SummaryLine(
+            "Access",
+            Level.ATTENTION if access.by_outcome[Outcome.FAILED] else Level.OK,
+            f"{access.total:,} events: {access.by_outcome[Outcome.ALLOWED]:,} allowed, "
+            f"{access.by_outcome[Outcome.DENIED]:,} denied, {access.by_outcome[Outcome.FAILED]:,} "
+            f"failed; {access.reads:,} decryptions of {access.document_count:,} documents by "
+            f"{access.user_count:,} users or operators.",
+        )
+    )
+    chain = integrity.chain
+    if chain.status is ChainStatus.BROKEN:
+        level, text = Level.FAILED, chain.summary()
+    elif integrity.previous_present is False:
+        level = Level.FAILED
+        text = (
+            f"The previous report's anchor {integrity.previous.head if integrity.previous else ''} "
+            "is no longer in the log: the log was rewritten or cut."
+        )
+    elif chain.status is ChainStatus.UNVERIFIABLE:
+        level, text = Level.ATTENTION, chain.summary()
+    else:
+        level = Level.OK
+        text = f"Chain verified: {chain.count:,} events intact; anchor {integrity.anchor}."
+    lines.append(SummaryLine("Log integrity", level, text))
+    missing = sum(1 for _, _, value in content.processing if value == NOT_CONFIGURED)
+    lines.append(
+        SummaryLine(
+            "Record of processing",
+            Level.ATTENTION if missing else Level.OK,
+            f"{len(content.processing) - missing} of {len(content.processing)} entries configured"
+            + (f"; {missing} marked not configured." if missing else "."),
+        )
+    )
+    return lines
+
+
+def report_content_build(
+    period: Period,
+    *,
+    report_id: uuid.UUID,
+    generated_at: datetime,
+    generated_by: str,
+    signer_subject: str,
+    signer_issuer: str,
+    signer_fingerprint: str,
+    signer_not_after: datetime,
+) -> ReportContent:
+    """Return everything the report says about `period`, computed from the database now."""
+    previous = Report.objects.order_by("-generated_at").first()
+    content = ReportContent(
+        report_id=report_id,
+        organisation=(getattr(settings, "REPORT_ORGANISATION", None) or "").strip()
+        or NOT_CONFIGURED,
+        period=period,
+        generated_at=generated_at,
+        generated_by=generated_by,
+        signer_subject=signer_subject,
+        signer_issuer=signer_issuer,
+        signer_fingerprint=signer_fingerprint,
+        signer_not_after=signer_not_after,
+    )
+    content.encryption = _encryption(period)
+    content.storage = _storage_certification(period)
+    content.access = _access(period)
+    content.integrity = _integrity(period, previous)
+    content.processing = _processing()
+    content.summary = _summary(content)
+    return content
