@@ -66,7 +66,7 @@ def activity_chart_svg(start: date, end: date, *, width: int = 960, height: int 
     # image for officers and regulators needs neither.
     for node in list(tree.iter(f"{{{SVG_NAMESPACE}}}script", "script", etree.Comment)):
         node.getparent().remove(node)
-    title = tree.find(f"{{{SVG_NAMESPACE}}}title")
-    if title is not None:
+    # pygal builds its nodes without a namespace; the serialised SVG puts them in SVG's.
+    for title in tree.iterchildren(f"{{{SVG_NAMESPACE}}}title", "title"):
         title.text = f"Access events per day, {start:%Y-%m-%d} to {end:%Y-%m-%d}"
     return etree.tostring(tree, encoding="unicode")

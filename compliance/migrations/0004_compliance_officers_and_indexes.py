@@ -39,7 +39,7 @@ class Migration(migrations.Migration):
     dependencies = [
         ("auth", "0012_alter_user_first_name_max_length"),
         ("contenttypes", "0002_remove_content_type_name"),
-        ("compliance", "0002_more_actions"),
+        ("compliance", "0003_chain_check"),
     ]
 
     operations = [
