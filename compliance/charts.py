@@ -26,13 +26,17 @@ ACTIVITY_STYLE = Style(
     legend_font_size=12,
     value_font_size=10,
     colors=("#8da4bf", "#e8a317", "#dc3545"),
+    guide_stroke_color="#dee2e6",
+    major_guide_stroke_color="#ced4da",
+    guide_stroke_dasharray="2,3",
+    major_guide_stroke_dasharray="2,3",
     opacity="1",
     opacity_hover="0.85",
 )
 SVG_NAMESPACE = "http://www.w3.org/2000/svg"
 
 
-def activity_chart_svg(start: date, end: date, *, width: int = 960, height: int = 300) -> str:
+def activity_chart_svg(start: date, end: date, *, width: int = 960, height: int = 260) -> str:
     """Return an SVG bar chart of allowed, denied and failed events per day, `start` to `end`."""
     days = activity_by_day(start, end)
     chart = pygal.StackedBar(
@@ -41,7 +45,7 @@ def activity_chart_svg(start: date, end: date, *, width: int = 960, height: int 
         height=height,
         show_legend=True,
         legend_at_bottom=True,
-        legend_at_bottom_columns=3,
+        legend_at_bottom_columns=6,
         x_label_rotation=0,
         show_minor_x_labels=False,
         x_labels_major_every=max(1, len(days) // 10),

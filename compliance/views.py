@@ -20,7 +20,7 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.decorators import method_decorator
-from django.views.decorators.http import require_GET, require_POST
+from django.views.decorators.http import require_GET, require_POST, require_safe
 from django_filters.views import FilterView
 from django_tables2 import SingleTableMixin
 from django_tables2.paginators import LazyPaginator
@@ -67,7 +67,7 @@ def _unavailable(request: HttpRequest) -> HttpResponse:
 
 
 @officer_required
-@require_GET
+@require_safe
 def overview(request: HttpRequest) -> HttpResponse:
     """Show encryption status, the key ring, 30 days of activity and the audit chain."""
     start, end = _activity_period()
@@ -98,7 +98,7 @@ def overview(request: HttpRequest) -> HttpResponse:
 
 
 @officer_required
-@require_GET
+@require_safe
 def activity_chart(request: HttpRequest) -> HttpResponse:
     """Serve the 30-day activity chart as an SVG image."""
     start, end = _activity_period()
@@ -156,7 +156,7 @@ class AccessLogView(SingleTableMixin, FilterView):
 
 
 @officer_required
-@require_GET
+@require_safe
 def event_detail(request: HttpRequest, seq: int) -> HttpResponse:
     """Show every recorded field of one event, with links to its neighbours and related events."""
     event = get_object_or_404(AccessEvent, seq=seq)

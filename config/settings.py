@@ -186,6 +186,9 @@ DJANGO_TABLES2_TEMPLATE = "django_tables2/bootstrap5.html"
 # page of the access log.
 DASHBOARD_SCAN_MAX_AGE_DAYS = int(env("DASHBOARD_SCAN_MAX_AGE_DAYS") or 7)
 DASHBOARD_PAGE_SIZE = int(env("DASHBOARD_PAGE_SIZE") or 50)
+# A filtered access log sorted by another column than time: up to this many matches are sorted,
+# above it the sort's index is walked instead (see compliance/filters.py).
+DASHBOARD_SORT_IN_MEMORY_MAX = int(env("DASHBOARD_SORT_IN_MEMORY_MAX") or 30_000)
 
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "/"
