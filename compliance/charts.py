@@ -36,7 +36,7 @@ ACTIVITY_STYLE = Style(
 SVG_NAMESPACE = "http://www.w3.org/2000/svg"
 
 
-def activity_chart_svg(start: date, end: date, *, width: int = 960, height: int = 260) -> str:
+def activity_chart_svg(start: date, end: date, *, width: int = 960, height: int = 280) -> str:
     """Return an SVG bar chart of allowed, denied and failed events per day, `start` to `end`."""
     days = activity_by_day(start, end)
     chart = pygal.StackedBar(
@@ -45,7 +45,7 @@ def activity_chart_svg(start: date, end: date, *, width: int = 960, height: int 
         height=height,
         show_legend=True,
         legend_at_bottom=True,
-        legend_at_bottom_columns=6,
+        legend_at_bottom_columns=3,
         x_label_rotation=0,
         show_minor_x_labels=False,
         x_labels_major_every=max(1, len(days) // 10),
