@@ -8,7 +8,7 @@ too, before it happens.
 import csv
 import logging
 from collections.abc import Iterable, Iterator
-from datetime import timedelta
+from datetime import date, datetime, timedelta
 from typing import Any
 
 from django.conf import settings
@@ -48,7 +48,7 @@ ACTIVITY_DAYS = 30
 UNAVAILABLE = "The action could not be recorded in the access log, so it was not carried out."
 
 
-def _activity_period() -> tuple[Any, Any]:
+def _activity_period() -> tuple[date, date]:
     end = timezone.localdate()
     return end - timedelta(days=ACTIVITY_DAYS - 1), end
 
@@ -194,32 +194,41 @@ CSV_COLUMNS = (
     "hash",
 )
 # A spreadsheet runs a cell starting with one of these as a formula (CSV injection).
-FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
+FORMULA_START = frozenset("=+-@\t\r")
+CSV_ROWS_PER_CHUNK = 200
 
 
 def csv_cell(value: object) -> str:
     """Return a value as CSV text a spreadsheet shows as text, never runs as a formula."""
     if value is None:
         return ""
-    if hasattr(value, "isoformat"):
+    if isinstance(value, datetime):
         return value.isoformat()
     text = str(value)
-    return "'" + text if text.startswith(FORMULA_PREFIXES) else text
+    return "'" + text if text and text[0] in FORMULA_START else text
 
 
-class _Echo:
-    """A file-like object whose write() returns the line, for csv.writer in a generator."""
+class _Lines:
+    """A file-like object collecting what csv.writer writes."""
 
-    def write(self, value: str) -> str:
-        return value
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+
+    def write(self, value: str) -> None:
+        self.lines.append(value)
 
 
 def access_log_csv(events: Iterable[tuple[Any, ...]]) -> Iterator[str]:
-    """Yield the CSV lines of these rows (values of CSV_COLUMNS), header first."""
-    writer = csv.writer(_Echo())
-    yield writer.writerow(CSV_COLUMNS)
+    """Yield the CSV of these rows (values of CSV_COLUMNS), header first, a few hundred rows a chunk."""
+    buffer = _Lines()
+    writer = csv.writer(buffer)
+    writer.writerow(CSV_COLUMNS)
     for row in events:
-        yield writer.writerow([csv_cell(value) for value in row])
+        writer.writerow([csv_cell(value) for value in row])
+        if len(buffer.lines) >= CSV_ROWS_PER_CHUNK:
+            yield "".join(buffer.lines)
+            buffer.lines.clear()
+    yield "".join(buffer.lines)
 
 
 def access_log_export_queryset(filterset: AccessEventFilter) -> QuerySet:
