@@ -123,10 +123,9 @@ def chain_head_latest(
     torn last line (no newline: a crash while appending) is ignored.
     """
     storage = storage or heads_storage()
-    try:
-        handle = storage.open(HEADS_NAME, "rb")
-    except FileNotFoundError:
+    if not storage.exists(HEADS_NAME):
         return None
+    handle = storage.open(HEADS_NAME, "rb")
     keys = _head_keys()
     latest: PublishedHead | None = None
     with handle:

@@ -85,6 +85,10 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "csp.middleware.CSPMiddleware",
+    # Before CsrfViewMiddleware: its process_view reads request.POST, which parses the body.
+    "vault.middleware.RequestLimitMiddleware",
+    "vault.middleware.PrivatePagesMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -160,6 +164,9 @@ VAULT_INNER_STORAGE = {
 # Uploads are encrypted as they arrive, under a throwaway key: plaintext never reaches a temp file.
 FILE_UPLOAD_HANDLERS = ["vault.uploads.EncryptingUploadHandler"]
 VAULT_MAX_UPLOAD_SIZE = int(env("VAULT_MAX_UPLOAD_SIZE") or 100 * 1024 * 1024)
+# A request body may exceed the largest upload by this much (the form around the file); beyond,
+# 413 before anything is read. File parts go only to views marked @accepts_uploads (and the admin).
+VAULT_REQUEST_MARGIN = int(env("VAULT_REQUEST_MARGIN") or 1024 * 1024)
 
 # Keys: "label:secret,label2:secret2", first entry primary. ENCRYPTION_SECRET alone (the case study's
 # name) is one key labelled "default". Never stored in the database, never logged.
@@ -200,6 +207,20 @@ CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
 X_FRAME_OPTIONS = "DENY"
 SECURE_CONTENT_TYPE_NOSNIFF = True
 SECURE_REFERRER_POLICY = "same-origin"
+# Every page: nothing inline, nothing from elsewhere, never framed. The download views send their
+# own stricter policy for documents shown inline.
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": ["'self'"],
+        "script-src": ["'self'"],
+        "style-src": ["'self'"],
+        "img-src": ["'self'", "data:"],
+        "object-src": ["'none'"],
+        "base-uri": ["'none'"],
+        "form-action": ["'self'"],
+        "frame-ancestors": ["'none'"],
+    }
+}
 
 LOGGING = {
     "version": 1,

@@ -34,6 +34,7 @@ from .access import (
     refusal_record,
 )
 from .forms import ShareForm, UploadForm
+from .middleware import accepts_uploads
 from .models import Company, Document, Grant, Membership, document_get_for_reader
 from .uploads import EncryptingUploadHandler, UploadRejected, document_create
 
@@ -183,6 +184,7 @@ def document_list(request: HttpRequest) -> HttpResponse:
     )
 
 
+@accepts_uploads
 @csrf_exempt
 @login_required
 def document_upload(request: HttpRequest) -> HttpResponse:

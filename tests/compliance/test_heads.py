@@ -212,3 +212,16 @@ def test_heads_append_in_a_storage_that_cannot_append(settings, record):
     with storage.open(heads.HEADS_NAME, "rb") as handle:
         assert len(handle.read().splitlines()) == 2
     assert heads.chain_head_latest(storage=storage).pair == (2, last.hash)
+
+
+def test_checks_show_read_only_in_the_admin(client, admin, record):
+    record(1)
+    check = chain_check_run(operator="ops")
+    client.force_login(admin)
+
+    listing = client.get("/admin/compliance/chaincheck/")
+    change = client.post(f"/admin/compliance/chaincheck/{check.pk}/change/", {"status": "ok"})
+
+    assert listing.status_code == 200 and "ops" in listing.content.decode()
+    assert change.status_code == 403
+    assert ChainCheck.objects.get().summary == check.summary
