@@ -91,6 +91,11 @@ def log_in(page, base_url, username, screenshot=None):
 
 def test_officer_reads_filters_opens_and_exports(page, demo):
     base = demo.url
+    # The site's Content-Security-Policy is on: anything it blocks shows up as a console error.
+    errors = []
+    page.on(
+        "console", lambda message: errors.append(message.text) if message.type == "error" else None
+    )
     log_in(page, base, "officer", screenshot="portal-login")
 
     page.click("nav >> text=Compliance")
@@ -141,6 +146,7 @@ def test_officer_reads_filters_opens_and_exports(page, demo):
     assert page.locator("h1").inner_text() == f"Event #{seq}"
     assert AccessEvent.objects.get(seq=seq).hash in page.locator("#event-chain").inner_text()
     shot(page, "compliance-event-detail")
+    assert errors == []
 
 
 def test_portal_pages_look_right(page, demo):
