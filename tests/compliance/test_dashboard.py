@@ -92,6 +92,16 @@ def test_staff_without_the_permission_get_403(client, django_user_model):
     assert last_event().reason == "lacks the compliance.view_dashboard permission: /compliance/"
 
 
+def test_an_inactive_officer_is_refused(client, compliance_officer):
+    compliance_officer.is_active = False
+    compliance_officer.save()
+    client.force_login(compliance_officer)
+    response = client.get(reverse("compliance:overview"))
+    # An inactive account's session does not authenticate: it is sent to log in, and recorded.
+    assert response.status_code == 302
+    assert last_event().reason == "not logged in: /compliance/"
+
+
 def test_the_group_without_staff_status_is_not_enough(client, django_user_model):
     user = django_user_model.objects.create_user("intern")
     user.groups.add(Group.objects.get(name="Compliance officers"))
