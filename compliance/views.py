@@ -152,7 +152,39 @@ class AccessLogView(SingleTableMixin, FilterView):
             query.pop(name, None)
         context["filter_query"] = query.urlencode()
         context["filtered"] = bool(query)
+        context["active_filters"] = self._active_filters(context["filter"])
         return context
+
+    def _active_filters(self, filterset: AccessEventFilter) -> list[dict[str, str]]:
+        """Return each applied filter as label, value and the URL without it."""
+        if not filterset.is_bound or not filterset.is_valid():
+            return []
+        active = []
+        for name, value in filterset.form.cleaned_data.items():
+            if value in (None, "", []):
+                continue
+            field = filterset.form.fields[name]
+            if isinstance(value, slice):
+                if value.start is None and value.stop is None:
+                    continue
+                start = f"{value.start:%Y-%m-%d}" if value.start else "…"
+                stop = f"{value.stop:%Y-%m-%d}" if value.stop else "…"
+                text, params = f"{start} to {stop}", [f"{name}_after", f"{name}_before"]
+            else:
+                choices = dict(getattr(field, "choices", ()))
+                text, params = str(choices.get(value, value)), [name]
+            query = self.request.GET.copy()
+            for param in (*params, "page"):
+                query.pop(param, None)
+            encoded = query.urlencode()
+            active.append(
+                {
+                    "label": str(field.label),
+                    "value": text,
+                    "remove_url": self.request.path + (f"?{encoded}" if encoded else ""),
+                }
+            )
+        return active
 
 
 @officer_required

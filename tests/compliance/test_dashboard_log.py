@@ -370,3 +370,17 @@ def test_a_broad_filter_sorted_by_another_column_walks_the_sort_index(
     # Below the limit the filters use their indexes; above it, unindexed copies of their columns.
     assert '+"compliance_accessevent"' not in sorted_sql
     assert '+"compliance_accessevent"' in walked_sql
+
+
+def test_applied_filters_are_listed_with_a_link_that_removes_each(
+    client, compliance_officer, history
+):
+    today = timezone.localdate()
+    response = page(client, compliance_officer, f"outcome=denied&actor=charlie&when_after={today}")
+    active = {item["label"]: item for item in response.context["active_filters"]}
+    assert active["Outcome"]["value"] == "Denied" and active["Actor"]["value"] == "charlie"
+    assert active["Period"]["value"] == f"{today:%Y-%m-%d} to …"
+    assert active["Outcome"]["remove_url"] == f"{LOG}?actor=charlie&when_after={today}"
+    assert active["Period"]["remove_url"] == f"{LOG}?outcome=denied&actor=charlie"
+    content = response.content.decode()
+    assert 'id="active-filters"' in content and "Denied" in content
