@@ -48,6 +48,7 @@ def officer_required(view: Callable[..., HttpResponse]) -> Callable[..., HttpRes
         refusal_record(request, Action.COMPLIANCE_VIEW, f"{reason}: {request.path}")
         if not request.user.is_authenticated:
             return redirect_to_login(request.get_full_path())
-        return render(request, "compliance/forbidden.html", {"reason": reason}, status=403)
+        context = {"reason": reason, "group": OFFICERS_GROUP}
+        return render(request, "compliance/forbidden.html", context, status=403)
 
     return wrapper
