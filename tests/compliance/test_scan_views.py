@@ -13,16 +13,9 @@ from django.utils import timezone
 from compliance.models import AccessEvent, ScanRun
 from compliance.scan import scan_storage, storage_scan
 
-pytestmark = [pytest.mark.django_db, pytest.mark.urls("tests.compliance.scan_urls")]
+pytestmark = pytest.mark.django_db
 
 PLANTED = "media-old/board-minutes.txt"
-
-
-@pytest.fixture(autouse=True)
-def tables_app(settings):
-    """django-tables2's templates and tags (the dashboard branch installs the app site-wide)."""
-    if "django_tables2" not in settings.INSTALLED_APPS:
-        settings.INSTALLED_APPS = [*settings.INSTALLED_APPS, "django_tables2"]
 
 
 def dashboard_permission():

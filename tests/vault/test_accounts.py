@@ -388,7 +388,7 @@ def test_read_any_from_the_permissions_side_and_by_clear(alice, bob, read_any):
 
 
 def test_read_any_through_a_group(alice, bob, read_any):
-    officers = Group.objects.create(name="Compliance officers")
+    officers = Group.objects.create(name="Document readers")
     officers.user_set.add(alice)
     assert events("permission-grant") == []  # the group carries nothing yet
     officers.permissions.add(read_any)
@@ -396,15 +396,15 @@ def test_read_any_through_a_group(alice, bob, read_any):
     bob.groups.remove(officers)
     officers.permissions.remove(read_any)
     assert [row[3] for row in events("permission-grant", "permission-revoke")] == [
-        "read-any granted to alice via group Compliance officers",
-        "read-any granted to bob via group Compliance officers",
-        "read-any revoked from bob via group Compliance officers",
-        "read-any revoked from alice via group Compliance officers",
+        "read-any granted to alice via group Document readers",
+        "read-any granted to bob via group Document readers",
+        "read-any revoked from bob via group Document readers",
+        "read-any revoked from alice via group Document readers",
     ]
 
 
 def test_deleting_a_group_revokes_read_any_recorded(alice, read_any):
-    officers = Group.objects.create(name="Compliance officers")
+    officers = Group.objects.create(name="Document readers")
     officers.permissions.add(read_any)
     officers.user_set.add(alice)
     officers.delete()
@@ -413,7 +413,7 @@ def test_deleting_a_group_revokes_read_any_recorded(alice, read_any):
             "permission-revoke",
             "allowed",
             events("permission-revoke")[0][2],
-            "read-any revoked from alice via group Compliance officers (group deleted)",
+            "read-any revoked from alice via group Document readers (group deleted)",
         )
     ]
 
@@ -460,12 +460,12 @@ def test_a_refused_admin_user_form_grants_nothing(admin_client, bob, read_any):
 
 
 def test_read_any_granted_to_a_group_in_the_admin(admin_client, alice, read_any):
-    officers = Group.objects.create(name="Compliance officers")
+    officers = Group.objects.create(name="Document readers")
     alice.groups.add(officers)
     mark = last_seq()
     response = admin_client.post(
         reverse("admin:auth_group_change", args=[officers.pk]),
-        {"name": "Compliance officers", "permissions": [read_any.pk]},
+        {"name": "Document readers", "permissions": [read_any.pk]},
     )
     assert response.status_code == 302
     assert events("permission-grant", after=mark) == [
@@ -473,7 +473,7 @@ def test_read_any_granted_to_a_group_in_the_admin(admin_client, alice, read_any)
             "permission-grant",
             "allowed",
             "admin",
-            "read-any granted to alice via group Compliance officers",
+            "read-any granted to alice via group Document readers",
         )
     ]
 

@@ -118,7 +118,8 @@ def test_clear_expired_removes_only_expired_rows(db):
 
 
 def test_async_operations_use_the_hash(transactional_db):
-    from asgiref.sync import async_to_sync
+    import asyncio
+    from concurrent.futures import ThreadPoolExecutor
 
     async def scenario():
         store = SessionStore()
@@ -134,7 +135,9 @@ def test_async_operations_use_the_hash(transactional_db):
         await store.adelete()
         return key
 
-    key = async_to_sync(scenario)()
+    # A thread of its own: the browser tests leave Playwright's event loop running in this one.
+    with ThreadPoolExecutor(1) as pool:
+        key = pool.submit(asyncio.run, scenario()).result()
     assert not Session.objects.filter(session_key=key).exists()
     assert not Session.objects.exists()
 
