@@ -1,0 +1,172 @@
+"""A separate process of the rotation crash test, run against the DATABASE_URL and MEDIA_ROOT given.
+
+    python -m tests.vault.rotation_worker setup COUNT SEED   # documents under the first key
+    python -m tests.vault.rotation_worker check              # download every document
+    python -m tests.vault.rotation_worker check-rotate       # check, then storage_rotate()
+
+`setup` stores COUNT documents of mixed sizes and formats through the real paths: uploads (v2;
+some files of several small segments), v1 files as uploads wrote them before v2, and the case
+study's legacy Fernet files adopted with a row. It prints {document id: SHA-256 of its bytes}.
+`check` downloads every document through the case study's /vault/<path> route as a member of its
+company and prints one line of JSON: {document id: SHA-256 or the error}, and the stored files'
+kinds. `check-rotate` then rotates (one process start saved per trial): it prints "started TOTAL",
+then the index of each document it has handled, flushed, so that the test can kill it at a moment
+of its choosing, and at the end the report's summary as JSON.
+"""
+
+import hashlib
+import json
+import os
+import random
+import sys
+
+SEGMENT = 1024  # small segments: multi-segment files stay cheap
+USERNAME = "rotation-member"
+
+
+def plaintext(rng: random.Random) -> bytes:
+    """Return a plaintext of a size drawn from the mix: empty, small, several segments."""
+    kind = rng.random()
+    if kind < 0.05:
+        return b""
+    if kind < 0.55:
+        size = rng.randint(1, 900)
+    elif kind < 0.9:
+        size = rng.randint(2 * SEGMENT, 12 * SEGMENT)
+    else:
+        size = rng.randint(40 * SEGMENT, 80 * SEGMENT)
+    return b"%PDF-1.4\n" + rng.randbytes(size)
+
+
+def setup(count: int, seed: int) -> None:
+    """Store `count` documents (v2 mostly, v1 and legacy some), print their digests."""
+    from cryptography.fernet import Fernet
+    from django.contrib.auth import get_user_model
+    from django.core.files.storage import default_storage
+
+    from tests.helpers import document_upload
+    from vault import fileformat
+    from vault.documents import document_metadata_refresh
+    from vault.keys import keyring
+    from vault.models import Company, Document, Membership
+
+    rng = random.Random(seed)
+    company = Company.objects.create(name="Rotation Ltd")
+    user = get_user_model().objects.create_user(USERNAME)
+    Membership.objects.create(user=user, company=company)
+    ring = keyring()
+    key = ring.primary
+    inner = default_storage.inner
+    digests = {}
+    for number in range(count):
+        data = plaintext(rng)
+        form = rng.random()
+        if form < 0.15:
+            # The case study's file: a Fernet token in MEDIA_ROOT, adopted with a row.
+            name = f"company_docs/legacy-{number}.pdf"
+            os.makedirs(os.path.dirname(inner.path(name)), exist_ok=True)
+            with open(inner.path(name), "wb") as target:
+                target.write(Fernet(key.fernet_key).encrypt(data))
+            document = Document(
+                company=company,
+                title=f"legacy {number}",
+                original_filename=f"{number}.pdf",
+                file=name,
+            )
+            document_metadata_refresh(document, save=False)
+            document.save()
+        else:
+            segment_size = SEGMENT if len(data) > SEGMENT else None
+            document = document_upload(
+                company, data, f"doc-{number}.pdf", segment_size=segment_size
+            )
+            if form < 0.35:
+                # Written before v2: the same stream without the document ID; the row kept its ID.
+                ciphertext = b"".join(
+                    fileformat.encrypt(
+                        data,
+                        ring.file_keys[key.key_id],
+                        key.key_id,
+                        segment_size=segment_size or fileformat.SEGMENT_SIZE,
+                        _version=1,
+                    )
+                )
+                with open(inner.path(document.file.name), "wb") as target:
+                    target.write(ciphertext)
+                file_id = fileformat.classify(ciphertext).file_id.hex()
+                Document.objects.filter(pk=document.pk).update(file_id=file_id)
+        digests[str(document.pk)] = hashlib.sha256(data).hexdigest()
+    print(json.dumps(digests))
+
+
+def rotate() -> None:
+    """Rotate the storage, announcing each document as it is handled."""
+    from vault.rotation import storage_rotate
+
+    def announce(items, total):
+        print(f"started {total}", flush=True)
+        for number, item in enumerate(items):
+            yield item
+            print(number, flush=True)
+
+    report = storage_rotate(progress=announce, operator="crash-test")
+    print(json.dumps({"summary": report.summary(), "ok": report.ok}), flush=True)
+
+
+def check() -> None:
+    """Download every document through /vault/<path>; print digests and the storage's state."""
+    from django.contrib.auth import get_user_model
+    from django.core.files.storage import default_storage
+    from django.test import Client
+
+    from tests.helpers import response_close
+    from vault import fileformat
+    from vault.models import Document
+
+    client = Client()
+    client.force_login(get_user_model().objects.get(username=USERNAME))
+    digests = {}
+    for document in Document.objects.all():
+        response = client.get("/vault/" + document.file.name)
+        if response.status_code != 200:
+            digests[str(document.pk)] = f"HTTP {response.status_code}"
+            continue
+        try:
+            digests[str(document.pk)] = hashlib.sha256(
+                b"".join(response.streaming_content)
+            ).hexdigest()
+        except Exception as exc:  # a stream cut short: reported, the test fails on it
+            digests[str(document.pk)] = f"{type(exc).__name__}: {exc}"
+        finally:
+            response_close(response)
+    root = default_storage.inner.location
+    files = {}
+    for folder, _, names in os.walk(root):
+        for name in names:
+            path = os.path.join(folder, name)
+            with open(path, "rb") as handle:
+                kind = fileformat.classify(handle.read(fileformat.CLASSIFY_BYTES)).kind.value
+            files[os.path.relpath(path, root)] = kind
+    print(json.dumps({"digests": digests, "files": files}), flush=True)
+
+
+def main(argv: list[str]) -> None:
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+    import django
+
+    django.setup()
+
+    command, *args = argv
+    if command == "setup":
+        setup(int(args[0]), int(args[1]))
+    elif command == "check":
+        check()
+    elif command == "check-rotate":
+        check()
+        rotate()
+    else:
+        raise SystemExit(f"Unknown command {command!r}.")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
