@@ -78,6 +78,7 @@ TRANSACTIONAL_ACTIONS = frozenset(
         Action.UNSHARE,
         Action.CLI_ENCRYPT,
         Action.ROTATE,
+        Action.IMPORT,
         Action.REPORT_GENERATED,
     }
 )
