@@ -19,8 +19,9 @@ again until it reports nothing left to do. Files without a row are reported, nev
 import os
 import time
 import uuid
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -172,10 +173,13 @@ def storage_rotate(
     storage: Storage | None = None,
     user: Any = None,
     operator: str = "",
+    workers: int = 1,
 ) -> RotationReport:
     """Rotate every document's file to the primary key; report orphans, failures, leftovers.
 
-    `progress(items, total)` wraps the iteration over the documents (a tqdm bar, a logger).
+    `progress(rotations, total)` wraps the iteration over the finished rotations (a tqdm bar, a
+    logger). `workers` > 1 rotates that many files at once, each thread on its own database
+    connection: a file's write waits mostly on fsync, so they overlap well.
     """
     storage = storage or default_storage
     if not isinstance(storage, EncryptedStorage):
@@ -192,12 +196,19 @@ def storage_rotate(
     documents = Document.objects.order_by("file")
     total = documents.count()
     owned: set[str] = set()
-    items: Iterable[Document] = documents.iterator(chunk_size=500)
+
+    def each(document: Document) -> Rotation:
+        return document_rotate(document, dry_run=dry_run, user=user, operator=operator)
+
+    def listed() -> Iterator[Document]:
+        for document in documents.iterator(chunk_size=500):
+            owned.add(document.file.name)
+            yield document
+
+    rotations = _in_order(each, listed(), workers)
     if progress is not None:
-        items = progress(items, total)
-    for document in items:
-        owned.add(document.file.name)
-        rotation = document_rotate(document, dry_run=dry_run, user=user, operator=operator)
+        rotations = progress(rotations, total)
+    for rotation in rotations:
         _tally(report, rotation)
     for name in sorted(set(names) - owned):
         _tally(report, Rotation(name, None, Status.ORPHAN, reason="no document names this file"))
@@ -308,6 +319,26 @@ def _walk(inner: Storage) -> Iterator[str]:
         prefix = f"{folder}/" if folder else ""
         pending.extend(f"{prefix}{sub}" for sub in sorted(folders, reverse=True))
         yield from (f"{prefix}{file}" for file in sorted(files))
+
+
+def _in_order(
+    function: Callable[[Document], Rotation], documents: Iterator[Document], workers: int
+) -> Iterator[Rotation]:
+    """Yield function(document) for each document, in order, with `workers` threads at most."""
+    if workers <= 1:
+        yield from map(function, documents)
+        return
+
+    # A bounded window of documents in flight: a storage of millions is never listed in memory.
+    # Each thread has its own database connection, closed when the pool's threads end.
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="vault-rotate") as pool:
+        pending: deque[Future[Rotation]] = deque()
+        for document in documents:
+            pending.append(pool.submit(function, document))
+            if len(pending) >= 2 * workers:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
 
 
 def _tally(report: RotationReport, rotation: Rotation) -> None:

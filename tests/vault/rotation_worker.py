@@ -109,7 +109,7 @@ def rotate() -> None:
             yield item
             print(number, flush=True)
 
-    report = storage_rotate(progress=announce, operator="crash-test")
+    report = storage_rotate(progress=announce, operator="crash-test", workers=4)
     print(json.dumps({"summary": report.summary(), "ok": report.ok}), flush=True)
 
 
