@@ -40,6 +40,8 @@ from .objectstore import ObjectChangedError, object_replace
 from .storage import EncryptedStorage, StoredFile, _header_fields, _Tally, stored_file_describe
 
 ROTATE_TEMP_PREFIX = ".docvault-rotate-"
+# The vault's own files in the storage (the access log's published chain heads): never documents.
+RESERVED_PREFIX = "_docvault/"
 DERIVED_FIELDS = ["size", "mime_type", "key_id", "file_id"]
 
 
@@ -289,11 +291,13 @@ def _binding_refusal(found: fileformat.Classification, document: Document) -> st
 def _stored_names(inner: Storage, temp_prefix: str) -> tuple[list[str], list[str]]:
     """Return the stored names in the inner storage, and the leftover temporaries of this prefix.
 
-    Every writer's temporary files (`.docvault-*.part`) are left out of the names.
+    Every writer's temporary files (`.docvault-*.part`) and the vault's own files are left out.
     """
     names: list[str] = []
     temporaries: list[str] = []
     for name in _walk(inner):
+        if name.startswith(RESERVED_PREFIX):
+            continue
         base = name.rpartition("/")[2]
         if base.startswith(".docvault-") and base.endswith(TEMP_SUFFIX):
             if base.startswith(temp_prefix):
