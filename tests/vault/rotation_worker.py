@@ -22,6 +22,7 @@ import sys
 
 SEGMENT = 1024  # small segments: multi-segment files stay cheap
 USERNAME = "rotation-member"
+INNER_STORAGE_VARIABLE = "ROTATION_WORKER_INNER_STORAGE"  # JSON of VAULT_INNER_STORAGE, if set
 
 
 def plaintext(rng: random.Random) -> bytes:
@@ -42,6 +43,7 @@ def setup(count: int, seed: int) -> None:
     """Store `count` documents (v2 mostly, v1 and legacy some), print their digests."""
     from cryptography.fernet import Fernet
     from django.contrib.auth import get_user_model
+    from django.core.files.base import ContentFile
     from django.core.files.storage import default_storage
 
     from tests.helpers import document_upload
@@ -63,10 +65,10 @@ def setup(count: int, seed: int) -> None:
         form = rng.random()
         if form < 0.15:
             # The case study's file: a Fernet token in MEDIA_ROOT, adopted with a row.
-            name = f"company_docs/legacy-{number}.pdf"
-            os.makedirs(os.path.dirname(inner.path(name)), exist_ok=True)
-            with open(inner.path(name), "wb") as target:
-                target.write(Fernet(key.fernet_key).encrypt(data))
+            name = inner.save(
+                f"company_docs/legacy-{number}.pdf",
+                ContentFile(Fernet(key.fernet_key).encrypt(data)),
+            )
             document = Document(
                 company=company,
                 title=f"legacy {number}",
@@ -91,8 +93,8 @@ def setup(count: int, seed: int) -> None:
                         _version=1,
                     )
                 )
-                with open(inner.path(document.file.name), "wb") as target:
-                    target.write(ciphertext)
+                inner.delete(document.file.name)
+                inner.save(document.file.name, ContentFile(ciphertext))
                 file_id = fileformat.classify(ciphertext).file_id.hex()
                 Document.objects.filter(pk=document.pk).update(file_id=file_id)
         digests[str(document.pk)] = hashlib.sha256(data).hexdigest()
@@ -122,6 +124,7 @@ def check() -> None:
     from tests.helpers import response_close
     from vault import fileformat
     from vault.models import Document
+    from vault.rotation import _walk
 
     client = Client()
     client.force_login(get_user_model().objects.get(username=USERNAME))
@@ -139,14 +142,11 @@ def check() -> None:
             digests[str(document.pk)] = f"{type(exc).__name__}: {exc}"
         finally:
             response_close(response)
-    root = default_storage.inner.location
+    inner = default_storage.inner
     files = {}
-    for folder, _, names in os.walk(root):
-        for name in names:
-            path = os.path.join(folder, name)
-            with open(path, "rb") as handle:
-                kind = fileformat.classify(handle.read(fileformat.CLASSIFY_BYTES)).kind.value
-            files[os.path.relpath(path, root)] = kind
+    for name in _walk(inner):
+        with inner.open(name, "rb") as handle:
+            files[name] = fileformat.classify(handle.read(fileformat.CLASSIFY_BYTES)).kind.value
     print(json.dumps({"digests": digests, "files": files}), flush=True)
 
 
@@ -155,6 +155,11 @@ def main(argv: list[str]) -> None:
     import django
 
     django.setup()
+    if os.environ.get(INNER_STORAGE_VARIABLE):
+        # The bucket's test prefix, as the test's settings name it.
+        from django.conf import settings
+
+        settings.VAULT_INNER_STORAGE = json.loads(os.environ[INNER_STORAGE_VARIABLE])
 
     command, *args = argv
     if command == "setup":
