@@ -1,4 +1,4 @@
-"""`python -m bench [crypto|memory|http|rotation|all] [--quick]`: run, print the tables, append RESULTS.md."""
+"""`python -m bench [crypto|memory|http|scan|rotation|all] [--quick]`: run, print the tables, append RESULTS.md."""
 
 import argparse
 import sys
@@ -11,7 +11,10 @@ def main(argv: list[str] | None = None) -> int:
     """Run the chosen benchmarks, print their tables and append them to bench/RESULTS.md."""
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument(
-        "part", nargs="?", default="all", choices=("crypto", "memory", "http", "rotation", "all")
+        "part",
+        nargs="?",
+        default="all",
+        choices=("crypto", "memory", "http", "scan", "rotation", "all"),
     )
     parser.add_argument(
         "--quick", action="store_true", help="a fast smoke run: small sizes, few repetitions"
@@ -19,12 +22,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     # Imported here: the crypto part needs no Django, the others set it up in child processes.
-    from . import crypto, downloads, memory, rotation
+    from . import crypto, downloads, memory, rotation, scan
 
     parts = {
         "crypto": crypto.run,
         "memory": memory.run,
         "http": downloads.run,
+        "scan": scan.run,
         "rotation": rotation.run,
     }
     chosen = list(parts) if args.part == "all" else [args.part]

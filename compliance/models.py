@@ -4,6 +4,7 @@ from typing import Any, NoReturn
 
 from django.conf import settings
 from django.db import models
+from django.utils import timezone
 
 from vault.access import Action, Outcome
 
@@ -105,3 +106,123 @@ class AccessEvent(models.Model):
     def delete(self, *args: Any, **kwargs: Any) -> NoReturn:
         """Raise AppendOnlyError: access events are never deleted."""
         raise AppendOnlyError("Access events are never deleted.")
+
+
+# The storage scan ---------------------------------------------------------------------------------
+
+
+class ScanRun(models.Model):
+    """One walk of the inner storage: what it held, what the database says, and the verdict.
+
+    Written once, at the end of the scan, together with its findings (`compliance.scan`).
+    """
+
+    class Kind(models.TextChoices):
+        QUICK = "quick", "Quick"  # the headers of every file
+        FULL = "full", "Full"  # every segment of every file authenticated
+
+    class Verdict(models.TextChoices):
+        CERTIFIED = "certified", "Certified"
+        NOT_CERTIFIED = "not-certified", "Not certified"
+
+    started_at = models.DateTimeField(db_index=True)
+    finished_at = models.DateTimeField()
+    kind = models.CharField(max_length=16, choices=Kind.choices)
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="+",
+    )
+    actor_username = models.CharField(
+        max_length=150, blank=True, help_text="The user, or the OS user who ran the command."
+    )
+    storage = models.CharField(max_length=255, blank=True, help_text="The inner storage scanned.")
+    files = models.PositiveBigIntegerField(default=0)
+    bytes = models.PositiveBigIntegerField(default=0)
+    reserved_files = models.PositiveBigIntegerField(
+        default=0, help_text="The vault's own files under the reserved _docvault/ prefix."
+    )
+    unbound_files = models.PositiveBigIntegerField(
+        default=0, help_text="Ciphertext files whose header names no document, or another one."
+    )
+    counts_by_format = models.JSONField(default=dict)
+    counts_by_key = models.JSONField(default=dict)
+    finding_counts = models.JSONField(default=dict)
+    verdict = models.CharField(max_length=16, choices=Verdict.choices)
+    certification = models.TextField()
+    inventory_digest = models.CharField(
+        max_length=64, help_text="SHA-256 of the sorted inventory (name, size, format, key ID)."
+    )
+
+    class Meta:
+        ordering = ["-started_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"{self.get_kind_display()} scan of {self.started_at:%Y-%m-%d %H:%M} UTC"
+
+    @property
+    def age_days(self) -> int:
+        """Return how many whole days ago the scan finished."""
+        return (timezone.now() - self.finished_at).days
+
+    @property
+    def certified(self) -> bool:
+        """Return whether every file is ciphertext a configured key opens and nothing is missing."""
+        return self.verdict == self.Verdict.CERTIFIED
+
+    @property
+    def finding_summary(self) -> list[tuple[str, str, int, bool]]:
+        """Return (kind, label, count, is a notice) per kind of finding, worst first."""
+        kinds = [kind for kind in ScanFinding.Kind if kind in self.finding_counts]
+        return [
+            (kind.value, kind.label, self.finding_counts[kind], kind in ScanFinding.NOTICES)
+            for kind in kinds
+        ]
+
+
+class ScanFinding(models.Model):
+    """One thing a scan found wrong, or worth an operator's look, about a stored file or a document."""
+
+    class Kind(models.TextChoices):
+        PLAINTEXT = "plaintext", "Plaintext"
+        UNKNOWN_FORMAT = "unknown-format", "Unknown format"
+        UNKNOWN_KEY = "unknown-key", "Unknown key ID"
+        LEGACY_UNOPENED = "legacy-unopened", "Legacy file no configured key opens"
+        DECRYPTION_FAILED = "decryption-failed", "Failed authentication"
+        UNREADABLE = "unreadable", "Unreadable file"
+        MISSING = "missing", "Document without a file"
+        MISMATCH = "mismatch", "File disagrees with its document"
+        BOUND_ELSEWHERE = "bound-elsewhere", "File not written for its document"
+        ORPHAN = "orphan", "File without a document"
+        PARTIAL = "partial", "Partial write"
+
+    # Worth a look, but no reason to withhold the certification: ciphertext that opens, no row.
+    NOTICES = frozenset({Kind.ORPHAN, Kind.PARTIAL})
+
+    run = models.ForeignKey(ScanRun, on_delete=models.CASCADE, related_name="findings")
+    path = models.CharField(max_length=1024)
+    kind = models.CharField(max_length=32, choices=Kind.choices)
+    detail = models.CharField(max_length=500, blank=True)
+    file_format = models.CharField(max_length=16, blank=True)
+    key_id = models.CharField(max_length=16, blank=True)
+    document = models.ForeignKey(
+        "vault.Document",
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="+",
+    )
+
+    class Meta:
+        ordering = ["run", "path", "kind"]
+        indexes = [models.Index(fields=["run", "kind"], name="compliance_sf_run_kind")]
+
+    def __str__(self) -> str:
+        return f"{self.get_kind_display()}: {self.path}"
+
+    @property
+    def is_notice(self) -> bool:
+        """Return whether the finding leaves the certification standing (an orphan, a partial write)."""
+        return self.kind in self.NOTICES
