@@ -3,6 +3,7 @@
     python -m tests.vault.rotation_worker setup COUNT SEED   # documents under the first key
     python -m tests.vault.rotation_worker check              # download every document
     python -m tests.vault.rotation_worker check-rotate       # check, then storage_rotate()
+    python -m tests.vault.rotation_worker scan               # the full storage scan's verdict
 
 `setup` stores COUNT documents of mixed sizes and formats through the real paths: uploads (v2;
 some files of several small segments), v1 files as uploads wrote them before v2, and the case
@@ -150,6 +151,14 @@ def check() -> None:
     print(json.dumps({"digests": digests, "files": files}), flush=True)
 
 
+def scan() -> None:
+    """Run the full storage scan (every segment authenticated); print its verdict and findings."""
+    from compliance.scan import storage_scan
+
+    run = storage_scan(full=True, operator="crash-test")
+    print(json.dumps({"verdict": run.verdict, "findings": run.finding_counts, "files": run.files}))
+
+
 def main(argv: list[str]) -> None:
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
     import django
@@ -166,6 +175,8 @@ def main(argv: list[str]) -> None:
         setup(int(args[0]), int(args[1]))
     elif command == "check":
         check()
+    elif command == "scan":
+        scan()
     elif command == "check-rotate":
         check()
         rotate()

@@ -435,6 +435,8 @@ def test_rotation_killed_at_random_moments_loses_nothing(tmp_path, inner_storage
     check = json.loads(after)
     _assert_all_serve(check, expected)
     assert set(check["files"].values()) == {"v2"}  # every file rotated, no temporary file left
+    scan = json.loads(_run(["-m", "tests.vault.rotation_worker", "scan"], new))
+    assert scan == {"verdict": "certified", "findings": {}, "files": files}
     again = _run(["-m", "tests.vault.rotation_worker", "check-rotate"], new).splitlines()
     assert json.loads(again[-1])["summary"].startswith(
         f"rewrote 0 files, refreshed 0 rows, {files} already current, 0 failed"
