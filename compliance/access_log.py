@@ -17,11 +17,10 @@ import re
 import time
 import uuid
 import weakref
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from contextlib import ExitStack
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from enum import StrEnum
 from typing import Any
 
 from django.conf import settings
@@ -29,11 +28,13 @@ from django.db import NotSupportedError, connections, router, transaction
 from django.db.backends.base.base import BaseDatabaseWrapper
 from django.http import HttpRequest
 from django.utils import timezone
+from django.utils.dateparse import parse_datetime
 
-from vault.access import Access, Action, Outcome, RecordError, request_id_get
+from vault.access import Access, AccessContext, Action, Outcome, RecordError, request_id_get
 from vault.keys import PURPOSE_AUDIT_CHAIN, KeyRing, keyring
 
-from .models import GENESIS_HASH, AccessEvent
+from . import heads
+from .models import GENESIS_HASH, AccessEvent, ChainCheck, ChainStatus
 
 CHAIN_FORMAT = "docvault-access-event-v1"
 PROXY_COUNT_SETTING = "ACCESS_LOG_PROXY_COUNT"
@@ -80,6 +81,12 @@ TRANSACTIONAL_ACTIONS = frozenset(
         Action.ROTATE,
         Action.IMPORT,
         Action.REPORT_GENERATED,
+        # Account changes commit or roll back with their record (the admin's atomic blocks).
+        Action.PASSWORD_CHANGE,
+        Action.MEMBERSHIP_ADD,
+        Action.MEMBERSHIP_REMOVE,
+        Action.PERMISSION_GRANT,
+        Action.PERMISSION_REVOKE,
     }
 )
 
@@ -169,6 +176,8 @@ def access_event_record(access: Access) -> AccessEvent:
             [field.get_db_prep_save(values[field.attname], connection) for field in _INSERT_FIELDS],
         )
         pk = cursor.fetchone()[0] if statements.returning else cursor.lastrowid
+    if durable:
+        heads.chain_head_publish_if_due(values["seq"], values["hash"])
     row = [pk if field.primary_key else values[field.attname] for field in _CONCRETE_FIELDS]
     return AccessEvent.from_db(alias, [field.attname for field in _CONCRETE_FIELDS], row)
 
@@ -321,12 +330,64 @@ def event_hash_compute(fields: Mapping[str, Any], key: bytes) -> str:
 # Verification ------------------------------------------------------------------------------------
 
 
-class ChainStatus(StrEnum):
-    """The verdict of a walk of the chain."""
+def _raw_select(connection: BaseDatabaseWrapper) -> str:
+    """Return the verifier's SELECT: every hashed column, the time as text the driver leaves alone.
 
-    OK = "ok"
-    BROKEN = "broken"
-    UNVERIFIABLE = "cannot verify"
+    Drivers convert timestamps while fetching a batch, so one hostile row (a date before year 1
+    in UTC) would stop the whole walk with a traceback, or blame the batch's first row.
+    """
+    quote = connection.ops.quote_name
+    when = quote("when")
+    if connection.vendor == "postgresql":
+        # ISO in UTC, era spelled out: PostgreSQL stores years before 1 that Python cannot.
+        when_text = f"to_char({when} AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US BC')"
+    elif connection.vendor == "sqlite":
+        when_text = f"CAST({when} AS TEXT)"
+    else:
+        raise NotSupportedError(
+            f"The access log chain supports SQLite and PostgreSQL, not {connection.vendor}."
+        )
+    fields = {field.attname: field for field in _CONCRETE_FIELDS}
+    columns = [
+        when_text if name == "when" else quote(fields[name].column)
+        for name in (*HASHED_FIELDS, "hash")
+    ]
+    return (
+        f"SELECT {', '.join(columns)} FROM {quote(AccessEvent._meta.db_table)} "  # noqa: S608
+        f"ORDER BY {quote('seq')}"
+    )
+
+
+def _when_parse(value: object) -> datetime:
+    """Return the stored time of an event as an aware datetime; raise ValueError if it is none."""
+    if not isinstance(value, str):
+        raise ValueError(f"the time {_shown(value)} is not a date")
+    text = value.strip()
+    if text.endswith((" AD", " BC")):
+        text, era = text[:-3], text[-2:]
+        if era == "BC":
+            raise ValueError(f"the time {_shown(value)} is before year 1")
+    parsed = parse_datetime(text)
+    if parsed is None:
+        raise ValueError(f"the time {_shown(value)} is not a date")
+    if timezone.is_naive(parsed):
+        parsed = parsed.replace(tzinfo=UTC)
+    try:
+        return parsed.astimezone(UTC)
+    except OverflowError:
+        raise ValueError(f"the time {_shown(value)} is outside the years 1-9999 in UTC") from None
+
+
+def _digest_equal(left: object, right: object) -> bool:
+    """Return whether two hex digests are equal, in time independent of where they differ."""
+    if not (isinstance(left, str) and isinstance(right, str)):
+        return False
+    return hmac.compare_digest(left.encode("utf-8", "replace"), right.encode("utf-8", "replace"))
+
+
+def _shown(value: object) -> str:
+    """Return a stored value as a short printable quote for a verdict."""
+    return repr(_text(repr(value) if not isinstance(value, str) else value, 60))
 
 
 @dataclass(frozen=True)
@@ -400,82 +461,99 @@ def chain_verify(
             missing_key_ids=tuple(missing_keys),
         )
 
-    rows: Iterator[tuple[Any, ...]] = (
-        AccessEvent.objects.using(alias)
-        .order_by("seq")
-        .values_list(*HASHED_FIELDS, "hash")
-        .iterator(chunk_size=chunk_size)
-    )
-    try:
-        for row in rows:
-            fields = dict(zip(HASHED_FIELDS, row, strict=False))
-            seq, stored_hash = fields["seq"], row[-1]
-            expected_seq = head_seq + 1
-            if seq > expected_seq:
-                gap = (
-                    f"event {expected_seq} is"
-                    if seq == expected_seq + 1
-                    else f"events {expected_seq}-{seq - 1} are"
-                )
-                return broken(expected_seq, f"{gap} missing (deleted); the next event is {seq}.")
-            if seq < expected_seq:
-                return broken(seq, f"event {seq} does not belong in the chain (inserted).")
-            if fields["prev_hash"] != head_hash:
-                return broken(
-                    seq,
-                    f"event {seq} does not link to event {head_seq} (its prev_hash differs): "
-                    "it was inserted, or an event before it was replaced.",
-                )
-            if not (_HASH_FORMAT.fullmatch(stored_hash) and _HASH_FORMAT.fullmatch(head_hash)):
-                return broken(seq, f"event {seq} holds a hash that is not 64 hex digits: forged.")
-            chain_key_id = fields["chain_key_id"]
-            key = keys.get(chain_key_id)
-            if key is None:
-                # Without the key nothing proves the event; only a key the operator declared
-                # retired may leave events unproven, and only before the configured keys' events:
-                # otherwise anyone with the database could edit an event and name a made-up key.
-                if chain_key_id not in retired:
+    with connections[alias].chunked_cursor() as cursor:
+        cursor.execute(_raw_select(connections[alias]))
+        position = 0
+        while batch := cursor.fetchmany(chunk_size):
+            for row in batch:
+                position += 1
+                fields = dict(zip(HASHED_FIELDS, row, strict=False))
+                seq, stored_hash = fields["seq"], row[-1]
+                if not isinstance(seq, int) or isinstance(seq, bool):
+                    return broken(
+                        head_seq + 1,
+                        f"row {position} in seq order holds the seq {_shown(seq)}, which is "
+                        "not a number: it was written outside the application.",
+                    )
+                expected_seq = head_seq + 1
+                if seq > expected_seq:
+                    gap = (
+                        f"event {expected_seq} is"
+                        if seq == expected_seq + 1
+                        else f"events {expected_seq}-{seq - 1} are"
+                    )
+                    return broken(
+                        expected_seq, f"{gap} missing (deleted); the next event is {seq}."
+                    )
+                if seq < expected_seq:
+                    return broken(seq, f"event {seq} does not belong in the chain (inserted).")
+                if not _digest_equal(fields["prev_hash"], head_hash):
                     return broken(
                         seq,
-                        f"event {seq} names chain key {chain_key_id}, which is neither configured "
-                        f"nor in {RETIRED_KEYS_SETTING}: it was changed or forged.",
+                        f"event {seq} does not link to event {head_seq} (its prev_hash differs): "
+                        "it was inserted, or an event before it was replaced.",
                     )
-                if verified_since_retired:
+                if not (
+                    isinstance(stored_hash, str)
+                    and _HASH_FORMAT.fullmatch(stored_hash)
+                    and _HASH_FORMAT.fullmatch(head_hash)
+                ):
+                    return broken(
+                        seq, f"event {seq} holds a hash that is not 64 hex digits: forged."
+                    )
+                try:
+                    # Converted here, one row at a time: a value the application never writes
+                    # (a date before year 1 in UTC, an impossible date) is this row's fault.
+                    fields["when"] = _when_parse(fields["when"])
+                    chain_key_id = fields["chain_key_id"]
+                    key = keys.get(chain_key_id)
+                    computed = None if key is None else event_hash_compute(fields, key)
+                except (ValueError, TypeError, OverflowError) as exc:
                     return broken(
                         seq,
-                        f"event {seq} names the retired chain key {chain_key_id} after events "
-                        "under a configured key: it was changed or forged.",
+                        f"event {seq} holds a malformed value ({exc}): it was written outside "
+                        "the application.",
                     )
-                unverifiable += 1
-                first_unverifiable = first_unverifiable or seq
-                missing_keys[chain_key_id] = None
-            elif event_hash_compute(fields, key) != stored_hash:
-                return broken(
-                    seq,
-                    f"event {seq} does not match its hash: it was changed after it was "
-                    "written, or forged.",
-                )
-            if expected_head and seq == expected_head[0] and stored_hash != expected_head[1]:
-                return broken(
-                    seq,
-                    f"event {seq} is not the published head (hash {expected_head[1]}): "
-                    "the chain was rewritten from there.",
-                )
-            verified_since_retired = verified_since_retired or key is not None
-            count += 1
-            head_seq, head_hash = seq, stored_hash
-    except (ValueError, TypeError) as exc:
-        # A value the application never writes (the database's converters or the canonical form
-        # refuse it): the row after the last good one was written by other means.
-        return broken(
-            head_seq + 1,
-            f"the event after seq {head_seq} holds a malformed value ({exc}): it was written "
-            "outside the application.",
-        )
-    finally:
-        close = getattr(rows, "close", None)
-        if close is not None:
-            close()
+                if key is None:
+                    # Without the key nothing proves the event; only a key the operator declared
+                    # retired may leave events unproven, and only before the configured keys'
+                    # events: otherwise anyone with the database could edit an event and name a
+                    # made-up key.
+                    if chain_key_id not in retired:
+                        return broken(
+                            seq,
+                            f"event {seq} names chain key {_shown(chain_key_id)}, which is "
+                            f"neither configured nor in {RETIRED_KEYS_SETTING}: it was changed "
+                            "or forged.",
+                        )
+                    if verified_since_retired:
+                        return broken(
+                            seq,
+                            f"event {seq} names the retired chain key {chain_key_id} after "
+                            "events under a configured key: it was changed or forged.",
+                        )
+                    unverifiable += 1
+                    first_unverifiable = first_unverifiable or seq
+                    missing_keys[chain_key_id] = None
+                elif not _digest_equal(computed, stored_hash):
+                    return broken(
+                        seq,
+                        f"event {seq} does not match its hash: it was changed after it was "
+                        "written, or forged.",
+                    )
+                if (
+                    expected_head
+                    and seq == expected_head[0]
+                    and not _digest_equal(stored_hash, expected_head[1])
+                ):
+                    return broken(
+                        seq,
+                        f"event {seq} is not the published head (hash {expected_head[1]}): "
+                        "the chain was rewritten from there.",
+                    )
+                verified_since_retired = verified_since_retired or key is not None
+                count += 1
+                head_seq, head_hash = seq, stored_hash
 
     if expected_head is not None and head_seq < expected_head[0]:
         return broken(
@@ -494,3 +572,74 @@ def chain_verify(
             missing_key_ids=tuple(missing_keys),
         )
     return ChainReport(ChainStatus.OK, count, head_seq, head_hash)
+
+
+def chain_check_run(
+    *,
+    user: Any = None,
+    via: str = "command",
+    operator: str = "",
+    expected_head: tuple[int, str] | None = None,
+    published_head: bool = True,
+    publish: bool = True,
+    using: str | None = None,
+    chunk_size: int = 2000,
+) -> ChainCheck:
+    """Verify the chain against a head, publish the head reached, record and return the check.
+
+    The head checked against is `expected_head` if given, else the latest published head (unless
+    `published_head` is False). A heads file that fails to authenticate makes the check BROKEN.
+    An unbroken walk publishes its head, so the next check notices a cut tail.
+    """
+    problems: list[str] = []
+    if expected_head is None and published_head:
+        retired = frozenset(
+            key_id.lower() for key_id in getattr(settings, RETIRED_KEYS_SETTING, ())
+        )
+        try:
+            latest = heads.chain_head_latest(retired_key_ids=retired)
+        except heads.HeadsFileError as exc:
+            latest = None
+            problems.append(f"The published heads are not intact: {exc}")
+        except OSError as exc:
+            latest = None
+            problems.append(f"The published heads cannot be read ({exc}).")
+        expected_head = latest.pair if latest is not None else None
+    report = chain_verify(using=using, chunk_size=chunk_size, expected_head=expected_head)
+    status = ChainStatus.BROKEN if problems else report.status
+    published = False
+    if publish and status is not ChainStatus.BROKEN and report.head_seq > 0:
+        try:
+            heads.chain_head_publish(report.head_seq, report.head_hash)
+            published = True
+        except OSError as exc:
+            problems.append(f"The head could not be published to {heads.HEADS_NAME} ({exc}).")
+    summary = " ".join([report.summary(), *problems])
+    if expected_head is not None:
+        summary += f" Checked against head seq {expected_head[0]}."
+    elif published_head:
+        summary += " No head published yet: a cut tail cannot be noticed this time."
+    outcome = Outcome.ALLOWED if status is ChainStatus.OK else Outcome.FAILED
+    access_event_record(
+        Access(
+            outcome,
+            AccessContext(action=Action.CHAIN_VERIFY, user=user, extra={"operator": operator}),
+            reason=summary,
+        )
+    )
+    username = user.get_username() if getattr(user, "is_authenticated", False) else operator
+    return ChainCheck.objects.create(
+        when=timezone.now(),
+        status=status,
+        count=report.count,
+        head_seq=report.head_seq,
+        head_hash=report.head_hash,
+        broken_seq=report.broken_seq,
+        expected_head_seq=expected_head[0] if expected_head else None,
+        expected_head_hash=expected_head[1] if expected_head else "",
+        published=published,
+        summary=summary,
+        requested_by=user if getattr(user, "is_authenticated", False) else None,
+        requested_by_username=username[:150],
+        via=via[:16],
+    )

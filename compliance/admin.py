@@ -5,7 +5,7 @@ from typing import Any
 from django.contrib import admin
 from django.http import HttpRequest
 
-from .models import AccessEvent
+from .models import AccessEvent, ChainCheck
 
 
 @admin.register(AccessEvent)
@@ -28,6 +28,32 @@ class AccessEventAdmin(admin.ModelAdmin):
     # A COUNT(*) over the whole log on every page is what makes big admin lists slow.
     show_full_result_count = False
     list_per_page = 50
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+@admin.register(ChainCheck)
+class ChainCheckAdmin(admin.ModelAdmin):
+    """Past verifications of the chain, read-only: they are written by chain_check_run()."""
+
+    list_display = [
+        "when",
+        "status",
+        "count",
+        "head_seq",
+        "published",
+        "via",
+        "requested_by_username",
+    ]
+    list_filter = ["status", "via"]
+    ordering = ["-when"]
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False

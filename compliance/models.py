@@ -11,6 +11,14 @@ from vault.access import Action, Outcome
 GENESIS_HASH = "0" * 64
 
 
+class ChainStatus(models.TextChoices):
+    """The verdict of a walk of the chain."""
+
+    OK = "ok", "OK"
+    BROKEN = "broken", "Broken"
+    UNVERIFIABLE = "cannot verify", "Cannot verify"
+
+
 class AppendOnlyError(Exception):
     """Raised on any attempt to change, delete or bypass the chain of access events."""
 
@@ -106,6 +114,45 @@ class AccessEvent(models.Model):
     def delete(self, *args: Any, **kwargs: Any) -> NoReturn:
         """Raise AppendOnlyError: access events are never deleted."""
         raise AppendOnlyError("Access events are never deleted.")
+
+
+class ChainCheck(models.Model):
+    """One verification of the access log's chain: when, by whom, how, and what it found.
+
+    Written by `compliance.access_log.chain_check_run()` (the `audit_verify` command, the
+    dashboard). The verdict proper is the chain itself; this row is its history.
+    """
+
+    when = models.DateTimeField(editable=False)
+    status = models.CharField(max_length=16, choices=ChainStatus.choices)
+    count = models.PositiveBigIntegerField(help_text="Events verified before any broken link.")
+    head_seq = models.PositiveBigIntegerField(help_text="The last intact event reached.")
+    head_hash = models.CharField(max_length=64)
+    broken_seq = models.PositiveBigIntegerField(null=True, blank=True)
+    expected_head_seq = models.PositiveBigIntegerField(
+        null=True, blank=True, help_text="The published (or given) head checked against."
+    )
+    expected_head_hash = models.CharField(max_length=64, blank=True)
+    published = models.BooleanField(
+        default=False, help_text="Whether the head reached was published to the heads file."
+    )
+    summary = models.TextField()
+    requested_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="+",
+    )
+    requested_by_username = models.CharField(max_length=150, blank=True)
+    via = models.CharField(max_length=16, help_text="command, dashboard, ...")
+
+    class Meta:
+        ordering = ["-when", "-id"]
+        get_latest_by = ["when", "id"]
+
+    def __str__(self) -> str:
+        return f"{self.when:%Y-%m-%d %H:%M:%S} {self.status} at seq {self.head_seq}"
 
 
 # The storage scan ---------------------------------------------------------------------------------

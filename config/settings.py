@@ -6,6 +6,7 @@ folder (`DOCVAULT_ENV_FILE` names another one; empty disables it). Any secret ca
 """
 
 import os
+from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
@@ -73,6 +74,7 @@ INSTALLED_APPS = [
     "django.contrib.sessions",
     "django.contrib.messages",
     "django.contrib.staticfiles",
+    "axes",
     "vault",
     "compliance",
     "reports",
@@ -80,12 +82,20 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "csp.middleware.CSPMiddleware",
+    # Before CsrfViewMiddleware: its process_view reads request.POST, which parses the body.
+    "vault.middleware.RequestLimitMiddleware",
+    "vault.middleware.PrivatePagesMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
+    "vault.accounts.SessionTimeoutMiddleware",
+    "vault.accounts.AccessContextMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Last: turns a locked-out login (site or admin) into the lockout page.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "config.urls"
@@ -126,6 +136,13 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+    # Validates nothing: records every password change in the access log.
+    {"NAME": "vault.accounts.PasswordChangeRecorder"},
+]
+# django-axes first: it refuses a locked-out login before any password is checked.
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
 ]
 
 LANGUAGE_CODE = "en-us"
@@ -176,6 +193,9 @@ VAULT_MAX_UPLOAD_SIZE = int(env("VAULT_MAX_UPLOAD_SIZE") or 100 * 1024 * 1024)
 # The case study's Fernet files are read whole into memory: up to this size; off once none are left.
 VAULT_LEGACY_READ = env_bool("VAULT_LEGACY_READ", True)
 VAULT_LEGACY_MAX_SIZE = int(env("VAULT_LEGACY_MAX_SIZE") or 256 * 1024 * 1024)
+# A request body may exceed the largest upload by this much (the form around the file); beyond,
+# 413 before anything is read. File parts go only to views marked @accepts_uploads (and the admin).
+VAULT_REQUEST_MARGIN = int(env("VAULT_REQUEST_MARGIN") or 1024 * 1024)
 
 # Keys: "label:secret,label2:secret2", first entry primary. ENCRYPTION_SECRET alone (the case study's
 # name) is one key labelled "default". Never stored in the database, never logged.
@@ -195,6 +215,13 @@ LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "/"
 LOGOUT_REDIRECT_URL = "login"
 
+# Sessions: the database keeps only a hash of each session key (vault/sessions.py). Idle timeouts
+# and the total lifetime are in seconds (vault/accounts.py SessionTimeoutMiddleware).
+SESSION_ENGINE = "vault.sessions"
+SESSION_IDLE_TIMEOUT_STAFF = int(env("SESSION_IDLE_TIMEOUT_STAFF") or 15 * 60)
+SESSION_IDLE_TIMEOUT = int(env("SESSION_IDLE_TIMEOUT") or 8 * 60 * 60)
+SESSION_MAX_LIFETIME = int(env("SESSION_MAX_LIFETIME") or 12 * 60 * 60)
+SESSION_COOKIE_AGE = SESSION_MAX_LIFETIME
 SESSION_COOKIE_HTTPONLY = True
 SESSION_COOKIE_SECURE = env_bool("DJANGO_SECURE_COOKIES", not DEBUG)
 CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
@@ -212,6 +239,34 @@ SECURE_PROXY_SSL_HEADER = tuple(_proxy_ssl_header) if _proxy_ssl_header else Non
 X_FRAME_OPTIONS = "DENY"
 SECURE_CONTENT_TYPE_NOSNIFF = True
 SECURE_REFERRER_POLICY = "same-origin"
+# Every page: nothing inline, nothing from elsewhere, never framed. The download views send their
+# own stricter policy for documents shown inline.
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": ["'self'"],
+        "script-src": ["'self'"],
+        "style-src": ["'self'"],
+        "img-src": ["'self'", "data:"],
+        "object-src": ["'none'"],
+        "base-uri": ["'none'"],
+        "form-action": ["'self'"],
+        "frame-ancestors": ["'none'"],
+    }
+}
+
+# Login throttling (django-axes): AXES_FAILURE_LIMIT failed logins for one account, or from one
+# address, lock that account and that address out for AXES_COOLOFF_MINUTES (attempts meanwhile
+# extend it). The address is the access log's: ACCESS_LOG_PROXY_COUNT decides who to trust.
+AXES_FAILURE_LIMIT = int(env("AXES_FAILURE_LIMIT") or 5)
+AXES_COOLOFF_TIME = timedelta(minutes=int(env("AXES_COOLOFF_MINUTES") or 15))
+AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]
+AXES_CLIENT_IP_CALLABLE = "compliance.access_log.client_ip_get"
+AXES_LOCKOUT_TEMPLATE = "registration/lockout.html"
+# Logins are recorded in the chained access log; axes keeps only its failure counters. A success
+# does not reset them: else logging in to one's own account would clear an address's failures.
+AXES_DISABLE_ACCESS_LOG = True
+AXES_RESET_ON_SUCCESS = False
+AXES_SENSITIVE_PARAMETERS = ["username", "ip_address", "csrfmiddlewaretoken"]
 
 LOGGING = {
     "version": 1,

@@ -44,3 +44,23 @@ def document_upload(
         return document_create(
             company=company, content=ContentFile(data, name=filename), uploaded_by=uploaded_by
         )
+
+
+# What the cast's fixtures and force_login() record besides the events a test is about.
+ACCOUNT_ACTIONS = (
+    "login",
+    "login-failed",
+    "lockout",
+    "password-change",
+    "membership-add",
+    "membership-remove",
+    "permission-grant",
+    "permission-revoke",
+)
+
+
+def document_events():
+    """Return the access events other than account events (logins, memberships, read-any)."""
+    from compliance.models import AccessEvent
+
+    return AccessEvent.objects.exclude(action__in=ACCOUNT_ACTIONS)

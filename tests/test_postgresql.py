@@ -19,6 +19,8 @@ SUITES = [
     "tests/vault/test_admin.py",
     "tests/vault/test_cli.py",
     "tests/vault/test_seed_demo.py",
+    "tests/vault/test_sessions.py",
+    "tests/vault/test_accounts.py",
     "tests/compliance",
 ]
 

@@ -6,4 +6,5 @@ class VaultConfig(AppConfig):
     verbose_name = "Vault"
 
     def ready(self) -> None:
-        from . import checks, keys  # noqa: F401  (registers the checks and the settings receiver)
+        # Registers the checks, the settings receiver and the account receivers (access log).
+        from . import accounts, checks, keys  # noqa: F401

@@ -24,16 +24,26 @@ def vault_keys_check(app_configs: object = None, **kwargs: object) -> list[Check
         ]
     if not entries:
         messages.append(Error(keys.NO_KEY_MESSAGE, hint=HINT_KEYGEN, id="vault.E001"))
+    for first, second in keys.duplicate_secrets(entries):
+        messages.append(
+            Error(
+                f"Keys {first!r} and {second!r} have the same secret: one key ID, one key, "
+                "under two labels.",
+                hint="Give each label its own secret; " + HINT_KEYGEN,
+                id="vault.E005",
+            )
+        )
     for entry in entries:
         if len(entry.secret) < keys.MIN_SECRET_LENGTH:
-            messages.append(
-                Warning(
-                    f"The secret of key {entry.label!r} is shorter than "
-                    f"{keys.MIN_SECRET_LENGTH} characters.",
-                    hint=HINT_KEYGEN,
-                    id="vault.W001",
-                )
+            # The key ID is public, so anyone can test guesses against a short secret offline.
+            weak = (
+                f"The secret of key {entry.label!r} is shorter than "
+                f"{keys.MIN_SECRET_LENGTH} characters: its public key ID lets anyone test guesses."
             )
+            if settings.DEBUG:
+                messages.append(Warning(weak, hint=HINT_KEYGEN, id="vault.W001"))
+            else:
+                messages.append(Error(weak, hint=HINT_KEYGEN, id="vault.E006"))
     if not getattr(settings, "VAULT_KDF_SALT", None):
         messages.append(
             Error(

@@ -32,6 +32,7 @@ DEFAULT_ITERATIONS = 600_000
 PURPOSE_KEY_ID = "key-id"
 PURPOSE_FILE = "file-v1"
 PURPOSE_AUDIT_CHAIN = "audit-chain"
+PURPOSE_CHAIN_HEAD = "audit-chain-head"
 
 NO_KEY_MESSAGE = (
     "Encryption key not configured: set VAULT_KEYS='label:secret' (or ENCRYPTION_SECRET) and "
@@ -105,6 +106,11 @@ class KeyRing:
     def __init__(self, keys: list[VaultKey], iterations: int) -> None:
         if not keys:
             raise ImproperlyConfigured(NO_KEY_MESSAGE)
+        if len({key.key_id for key in keys}) != len(keys):
+            # Two labels, one key: a lookup by key ID would silently pick one of them.
+            raise ImproperlyConfigured(
+                "Two VAULT_KEYS entries have the same secret (one key ID under two labels)."
+            )
         self.keys = keys
         self.iterations = iterations
         self._by_id = {key.key_id: key for key in keys}
@@ -146,6 +152,19 @@ def keys_parse(vault_keys: str | None, encryption_secret: str | None = None) -> 
             raise ValueError(f"VAULT_KEYS entry {position} repeats a label.")
         entries.append(KeyEntry(label, secret))
     return entries
+
+
+@sensitive_variables("entries")
+def duplicate_secrets(entries: list[KeyEntry]) -> list[tuple[str, str]]:
+    """Return the label pairs whose secrets are equal (they would derive one and the same key)."""
+    first_label: dict[str, str] = {}
+    pairs: list[tuple[str, str]] = []
+    for entry in entries:
+        if entry.secret in first_label:
+            pairs.append((first_label[entry.secret], entry.label))
+        else:
+            first_label[entry.secret] = entry.label
+    return pairs
 
 
 def iterations_parse(value: object) -> int:

@@ -23,6 +23,7 @@ from .access import Action, RecordError, refusal_record
 from .documents import document_create, document_remove, grant_remove, grant_save
 from .forms import ShareForm, UploadForm
 from .http import unavailable_response
+from .middleware import accepts_uploads
 from .models import Document, Grant, Membership, document_get_for_reader
 from .uploads import EncryptingUploadHandler, UploadRejected
 
@@ -90,6 +91,7 @@ def document_list(request: HttpRequest) -> HttpResponse:
     )
 
 
+@accepts_uploads
 @csrf_exempt
 @login_required
 def document_upload(request: HttpRequest) -> HttpResponse:

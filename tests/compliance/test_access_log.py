@@ -7,6 +7,7 @@ from django.db import transaction
 
 from compliance.access_log import access_event_record, chain_verify, client_ip_get
 from compliance.models import GENESIS_HASH, AccessEvent
+from tests.helpers import document_events
 from vault.access import (
     REQUEST_ID_ATTRIBUTE,
     Access,
@@ -69,7 +70,7 @@ def test_record_with_request_snapshots_who_what_and_where(rf, alice, document):
 
     access_event_record(Access(Outcome.ALLOWED, context, key_id="0123456789abcdef"))
 
-    event = AccessEvent.objects.get()
+    event = document_events().get()
     assert (event.actor_id, event.actor_username) == (alice.pk, "alice")
     assert event.document_id == document.pk
     assert event.document_title == "Acme valuation 2026"
@@ -99,7 +100,7 @@ def test_staff_read_and_refusal_are_recorded(rf, officer, charlie, document):
         )
     )
 
-    staff, refused = AccessEvent.objects.order_by("seq")
+    staff, refused = document_events().order_by("seq")
     assert (staff.actor_username, staff.staff_read, staff.outcome) == ("officer", True, "allowed")
     assert (refused.actor_username, refused.outcome, refused.reason) == (
         "charlie",
@@ -216,7 +217,7 @@ def test_the_vault_hook_records_through_the_registered_recorder(alice, document)
         Access(Outcome.ALLOWED, AccessContext(action=Action.RANGE, user=alice, document=document))
     )
 
-    assert AccessEvent.objects.get().action == "range"
+    assert document_events().get().action == "range"
 
 
 def test_invalid_action_is_refused_and_nothing_is_recorded():

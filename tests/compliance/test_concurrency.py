@@ -15,10 +15,12 @@ EVENTS_PER_WORKER = 50
 TIMEOUT = 120
 
 
-def _environment(database_url: str) -> dict[str, str]:
+def _environment(database_url: str, media_root: Path) -> dict[str, str]:
+    # A storage of its own: the published chain heads belong to this database's log only.
     return {
         **os.environ,
         "DATABASE_URL": database_url,
+        "MEDIA_ROOT": str(media_root),
         "DJANGO_SETTINGS_MODULE": "config.settings",
     }
 
@@ -41,7 +43,7 @@ def _worker(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess
 
 def appends_race(database_url: str, barrier: Path) -> dict[str, str]:
     """Migrate a fresh database, let the workers append all at once; return their environment."""
-    env = _environment(database_url)
+    env = _environment(database_url, barrier.parent / "media")
     migrated = _run(["manage.py", "migrate", "--noinput", "-v", "0"], env)
     assert migrated.returncode == 0, migrated.stderr
     barrier.mkdir()

@@ -8,6 +8,7 @@ from django.urls import reverse
 
 from compliance.access_log import chain_verify
 from compliance.models import AccessEvent
+from tests.helpers import document_events
 from vault.access import Action, RecordError, access_context
 from vault.keys import keyring
 from vault.models import Document
@@ -30,7 +31,7 @@ def stored(acme, alice):
 
 
 def test_an_upload_is_recorded_with_the_primary_key(stored):
-    event = AccessEvent.objects.get()
+    event = document_events().get()
 
     assert (event.action, event.outcome) == ("upload", "allowed")
     assert (event.actor_username, event.document_id) == ("alice", stored.pk)
@@ -41,7 +42,7 @@ def test_an_upload_is_recorded_with_the_primary_key(stored):
 def test_a_decryption_is_recorded_before_the_plaintext_is_read(stored, bob):
     with access_context(action=Action.DOWNLOAD, user=bob, document=stored, bytes_planned=1):
         handle = default_storage.open(stored.file.name)
-        recorded = list(AccessEvent.objects.order_by("seq").values_list("action", "actor_username"))
+        recorded = list(document_events().order_by("seq").values_list("action", "actor_username"))
         with handle:
             data = handle.read()
 
@@ -79,7 +80,7 @@ def test_nothing_is_decrypted_when_the_record_cannot_be_made_durable(stored, bob
     ):
         default_storage.open(stored.file.name)
 
-    assert list(AccessEvent.objects.values_list("action", flat=True)) == ["upload"]
+    assert list(document_events().values_list("action", flat=True)) == ["upload"]
 
 
 def test_a_download_through_the_view_is_recorded_with_its_request(client, stored, bob):

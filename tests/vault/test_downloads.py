@@ -17,7 +17,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from compliance.models import AccessEvent
-from tests.helpers import document_upload, response_close
+from tests.helpers import document_events, document_upload, response_close
 from vault import access, fileformat
 from vault.documents import document_metadata_refresh
 from vault.keys import keyring
@@ -73,7 +73,7 @@ def body(response) -> bytes:
 
 def events(**filters):
     """Return the access events of the requests under test (uploads of the setup left out)."""
-    return list(AccessEvent.objects.exclude(action="upload").filter(**filters).order_by("seq"))
+    return list(document_events().exclude(action="upload").filter(**filters).order_by("seq"))
 
 
 def document_queries(captured):
@@ -118,7 +118,7 @@ def test_member_downloads_with_exact_headers(client, request, pdf, reader):
     assert response["X-Content-Type-Options"] == "nosniff"
     assert response["Cache-Control"] == "private, no-store"
     assert response["Accept-Ranges"] == "bytes"
-    assert "Content-Security-Policy" not in response
+    assert "frame-ancestors 'none'" in response["Content-Security-Policy"]  # the site's policy
     assert len(document_queries(captured)) == 1
     [event] = events()
     assert (event.action, event.outcome, event.actor, event.document_id) == (
@@ -381,7 +381,7 @@ def test_active_and_other_content_is_always_an_attachment(client, alice, data, m
     assert body(response) == data
     assert response["Content-Type"] == mime
     assert response["Content-Disposition"] == 'attachment; filename="page.png"'
-    assert "Content-Security-Policy" not in response
+    assert "frame-ancestors 'none'" in response["Content-Security-Policy"]  # the site's policy
 
 
 def test_unicode_and_hostile_filenames(client, alice):
@@ -608,9 +608,10 @@ def test_missing_file_gets_the_error_page(client, alice, pdf, media_root):
 def test_missing_key_is_503_with_the_case_study_messages(
     client, request, settings, pdf, reader, message
 ):
+    # The reader first: granting the officer read-any is recorded, which needs the key.
+    client.force_login(request.getfixturevalue(reader))
     settings.VAULT_KEYS = None
     settings.ENCRYPTION_SECRET = None
-    client.force_login(request.getfixturevalue(reader))
     response = client.get(download_url(pdf))
     assert (response.status_code, response.content) == (503, message)
     assert response["Cache-Control"] == "private, no-store"

@@ -61,6 +61,7 @@ def test_derived_keys_are_distinct_per_purpose_and_version(settings):
     derived = [
         a.subkey(keys.PURPOSE_FILE),
         a.subkey(keys.PURPOSE_AUDIT_CHAIN),
+        a.subkey(keys.PURPOSE_CHAIN_HEAD),
         b.subkey(keys.PURPOSE_FILE),
         a.fernet_key,
     ]
@@ -188,3 +189,15 @@ def test_derived_keys_never_show_in_a_debug_error_report(settings, rf, media_roo
         for key in [*ring.file_keys.values(), *ring.fernet_keys]:
             assert escape(repr(bytes(key))) not in report
             assert key.hex() not in report
+
+
+def test_one_secret_under_two_labels_is_refused_not_merged(settings):
+    configure(settings, VAULT_KEYS="a:" + "s" * 40 + ",b:" + "s" * 40)
+    with pytest.raises(ImproperlyConfigured, match="same secret") as raised:
+        keys.keyring()
+    assert "s" * 40 not in str(raised.value)
+
+
+def test_duplicate_secrets_are_named_by_label():
+    entries = keys.keys_parse("a:" + "s" * 40 + ",b:" + "t" * 40 + ",c:" + "s" * 40)
+    assert keys.duplicate_secrets(entries) == [("a", "c")]

@@ -1,0 +1,249 @@
+"""Request limits, private caching and the Content-Security-Policy, on the real middleware stack."""
+
+import io
+
+import pytest
+from django.contrib.staticfiles import finders
+from django.core.files.base import ContentFile
+from django.core.handlers.asgi import ASGIRequest
+from django.core.handlers.exception import convert_exception_to_response
+from django.http import HttpResponse
+from django.test import Client
+from django.urls import reverse
+
+from tests.helpers import document_events, response_close
+from vault.middleware import RequestLimitMiddleware, request_body_limit
+from vault.models import Company, Document
+
+pytestmark = pytest.mark.django_db
+
+PDF = b"%PDF-1.4\n% a small test file\n" + b"x" * 2000
+
+
+def upload(client, data: bytes = PDF, name: str = "q3.pdf"):
+    company = Company.objects.get(name="Acme")
+    payload = {"title": "Q3", "company": company.pk, "file": ContentFile(data, name=name)}
+    return client.post(reverse("vault:document_upload"), payload)
+
+
+def browser(user) -> Client:
+    """Return a client that enforces CSRF, as a browser's session does, with its token."""
+    client = Client(enforce_csrf_checks=True)
+    client.force_login(user)
+    client.get(reverse("login"))
+    return client
+
+
+def assert_site_policy(response):
+    policy = response["Content-Security-Policy"]
+    assert "default-src 'self'" in policy
+    assert "script-src 'self'" in policy and "style-src 'self'" in policy
+    assert "frame-ancestors 'none'" in policy
+    assert "unsafe-inline" not in policy and "unsafe-eval" not in policy
+
+
+# File parts only where files are taken ------------------------------------------------------------
+
+
+def test_a_file_posted_to_the_login_page_is_refused_unread(client, alice):
+    response = client.post(
+        reverse("login"),
+        {"username": "alice", "password": "x", "file": ContentFile(b"A" * 4096, name="a.bin")},
+    )
+
+    assert response.status_code == 415
+    assert "does not take file uploads" in response.content.decode()
+    assert "_auth_user_id" not in client.session
+
+
+def test_a_large_multipart_form_to_the_login_page_is_refused_before_reading(client, settings):
+    settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 10_000
+
+    response = client.post(
+        reverse("login"),
+        data=b"x" * 10,
+        content_type="multipart/form-data; boundary=b",
+        CONTENT_LENGTH=str(10_001),  # more than the body: reading it would fail the test
+    )
+
+    assert response.status_code == 415
+
+
+def test_a_multipart_form_without_files_still_logs_in(client, alice):
+    alice.set_password("a long enough password")
+    alice.save()
+
+    response = client.post(
+        reverse("login"), {"username": "alice", "password": "a long enough password"}
+    )
+
+    assert response.status_code == 302
+    assert client.session["_auth_user_id"] == str(alice.pk)
+
+
+def test_the_upload_view_takes_files(client, alice):
+    client.force_login(alice)
+
+    response = upload(client)
+
+    assert response.status_code == 302
+    assert Document.objects.get().title == "Q3"
+
+
+def test_a_file_posted_to_another_page_is_refused_and_changes_nothing(client, alice):
+    client.force_login(alice)
+    upload(client)
+    document = Document.objects.get()
+    events = document_events().count()
+    alices_browser = browser(alice)
+    token = alices_browser.cookies["csrftoken"].value
+
+    response = alices_browser.post(
+        reverse("vault:document_delete", args=[document.pk]),
+        {"csrfmiddlewaretoken": token, "file": ContentFile(b"A" * 100, name="a.bin")},
+    )
+
+    assert response.status_code == 415
+    assert Document.objects.filter(pk=document.pk).exists()
+    assert document_events().count() == events
+
+
+def test_staff_post_files_to_the_admin_and_others_cannot(admin, alice):
+    def post(client):
+        token = client.cookies["csrftoken"].value
+        payload = {"csrfmiddlewaretoken": token, "file": ContentFile(b"A" * 100, name="a.bin")}
+        return client.post(reverse("admin:index"), payload)
+
+    refused = post(browser(alice))
+    accepted = post(browser(admin))
+
+    assert refused.status_code == 415
+    assert accepted.status_code == 200
+
+
+# The body cap ------------------------------------------------------------------------------------
+
+
+def test_a_body_over_the_cap_is_refused_before_reading(client, settings):
+    settings.VAULT_MAX_UPLOAD_SIZE = 1000
+    settings.VAULT_REQUEST_MARGIN = 500
+
+    response = client.post(
+        reverse("login"),
+        data=b"x",
+        content_type="application/x-www-form-urlencoded",
+        CONTENT_LENGTH=str(1501),  # more than the body: reading it would fail the test
+    )
+
+    assert request_body_limit() == 1500
+    assert response.status_code == 413
+    assert "larger than 1,500 bytes" in response.content.decode()
+
+
+def test_an_upload_over_the_cap_is_refused_and_stores_nothing(client, alice, settings, media_root):
+    settings.VAULT_MAX_UPLOAD_SIZE = 1000
+    settings.VAULT_REQUEST_MARGIN = 500
+    client.force_login(alice)
+
+    response = upload(client, b"x" * 2000)
+
+    assert response.status_code == 413
+    assert not Document.objects.exists()
+    assert not document_events().exists()
+    assert not [path for path in media_root.rglob("*") if path.is_file()]
+
+
+def test_a_malformed_content_length_is_refused(client):
+    response = client.post(
+        reverse("login"), data=b"x", content_type="text/plain", CONTENT_LENGTH="-5"
+    )
+
+    assert response.status_code == 400
+
+
+def _asgi_post(body: bytes) -> ASGIRequest:
+    """A request as an ASGI server hands it over for a chunked body: no Content-Length."""
+    scope = {
+        "type": "http",
+        "method": "POST",
+        "path": "/accounts/login/",
+        "query_string": b"",
+        "headers": [(b"content-type", b"application/x-www-form-urlencoded")],
+    }
+    return ASGIRequest(scope, io.BytesIO(body))
+
+
+@pytest.mark.parametrize(("size", "status"), [(1500, 200), (1501, 413)])
+def test_a_body_without_length_is_cut_at_the_cap(settings, size, status):
+    settings.VAULT_MAX_UPLOAD_SIZE = 1000
+    settings.VAULT_REQUEST_MARGIN = 500
+    settings.DATA_UPLOAD_MAX_MEMORY_SIZE = None
+
+    def view(request):
+        return HttpResponse(str(len(request.body)))
+
+    middleware = RequestLimitMiddleware(convert_exception_to_response(view))
+    response = middleware(_asgi_post(b"a" * size))
+
+    assert response.status_code == status
+    if status == 200:
+        assert response.content == b"1500"
+
+
+# Caching and the Content-Security-Policy ---------------------------------------------------------
+
+
+def test_logged_in_pages_are_private_and_restricted(client, alice):
+    client.force_login(alice)
+
+    response = client.get(reverse("vault:document_list"))
+
+    assert response.status_code == 200
+    assert set(response["Cache-Control"].split(", ")) >= {"private", "no-store"}
+    assert_site_policy(response)
+    assert "<style" not in response.content.decode() and "<script" not in response.content.decode()
+    assert "vault/site.css" in response.content.decode()
+    assert finders.find("vault/site.css")
+
+
+def test_the_login_page_is_restricted(client):
+    response = client.get(reverse("login"))
+
+    assert response.status_code == 200
+    assert_site_policy(response)
+
+
+def test_the_admin_is_private_and_restricted(client, admin):
+    client.force_login(admin)
+
+    response = client.get(reverse("admin:index"))
+
+    assert response.status_code == 200
+    assert {"private", "no-store"} <= set(response["Cache-Control"].split(", "))
+    assert_site_policy(response)
+
+
+def test_an_attachment_download_has_the_site_policy(client, alice):
+    client.force_login(alice)
+    upload(client, b"plain words\n", "notes.txt")
+    document = Document.objects.get()
+
+    response = client.get(reverse("vault:document_download", args=[document.pk]))
+    response_close(response)
+
+    assert response.status_code == 200
+    assert response["Cache-Control"] == "private, no-store"
+    assert_site_policy(response)
+
+
+def test_an_inline_pdf_keeps_its_own_stricter_policy(client, alice):
+    client.force_login(alice)
+    upload(client)
+    document = Document.objects.get()
+
+    response = client.get(reverse("vault:document_download", args=[document.pk]) + "?inline=1")
+    response_close(response)
+
+    assert response.status_code == 200
+    assert response["Content-Security-Policy"].startswith("default-src 'none'")
+    assert response["Cache-Control"] == "private, no-store"
