@@ -278,8 +278,10 @@ def _binding_refusal(found: fileformat.Classification, document: Document) -> st
     """Return why this file must not become the document's file, or ''."""
     if found.kind is Kind.UNKNOWN:
         return "not a Docvault or Fernet file"
-    other = found.document_id not in (None, fileformat.NO_DOCUMENT, document.pk.bytes)
-    if found.kind is Kind.V2 and other:
+    if found.kind is Kind.V2 and found.document_id != document.pk.bytes:
+        if found.document_id == fileformat.NO_DOCUMENT:
+            # As a download refuses it: written outside any document (vault_encrypt), nobody vouched.
+            return "the stored file names no document (adopt it with vault_import)"
         return "the stored file was written for another document"
     if found.kind is Kind.V1 and (
         not document.file_id or (found.file_id or b"").hex() != document.file_id

@@ -188,6 +188,22 @@ def test_a_file_written_for_another_document_is_refused_not_rotated(acme, globex
     assert stored_bytes(mine) == copied
 
 
+def test_a_v2_file_written_for_no_document_is_refused_as_a_download_refuses_it(acme):
+    document = document_upload(acme, PDF, "a.pdf")
+    key = keyring().primary
+    unbound = b"".join(fileformat.encrypt(PDF, keyring().file_keys[key.key_id], key.key_id))
+    default_storage.inner.delete(document.file.name)
+    default_storage.inner.save(document.file.name, ContentFile(unbound))
+
+    rotation = document_rotate(document)
+
+    assert (rotation.status, rotation.reason) == (
+        Status.FAILED,
+        "the stored file names no document (adopt it with vault_import)",
+    )
+    assert stored_bytes(document) == unbound
+
+
 def test_a_v1_file_with_another_file_id_is_refused(acme, old_key):
     with old_key:
         document = v1_document(acme)
