@@ -1,6 +1,7 @@
 from django.core.exceptions import ImproperlyConfigured
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from vault.access import RecordError
 from vault.imports import ImportFailed, ManifestError, manifest_import
 
 from ._cli import operator
@@ -39,6 +40,11 @@ class Command(BaseCommand):
             raise CommandError(str(exc)) from None
         except ImproperlyConfigured as exc:
             raise CommandError(str(exc)) from None
+        except RecordError as exc:
+            # Nothing is decrypted unrecorded: the run stopped at the file it could not record.
+            raise CommandError(
+                f"{exc} Run the command again once the access log is writable."
+            ) from None
         for result in report.results:
             verb = {"imported": "would import", "resumed": "would finish"}.get(
                 result.status, result.status

@@ -6,6 +6,7 @@ from typing import Any
 from django.core.exceptions import ImproperlyConfigured
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from vault.access import RecordError
 from vault.rotation import RotationReport, Status, storage_rotate
 
 from ._cli import operator
@@ -43,6 +44,11 @@ class Command(BaseCommand):
             )
         except ImproperlyConfigured as exc:
             raise CommandError(str(exc)) from None
+        except RecordError as exc:
+            # Nothing is decrypted unrecorded: the run stopped at the file it could not record.
+            raise CommandError(
+                f"{exc} Run the command again once the access log is writable."
+            ) from None
         self._report(report)
         if not report.ok:
             raise CommandError("Some files could not be rotated: see above.")
