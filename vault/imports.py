@@ -13,8 +13,9 @@ rewrite, the new row's file is refused (plaintext) or served unbound (a legacy t
 """
 
 import csv
+import os
 import posixpath
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, time
 from enum import StrEnum
@@ -22,14 +23,15 @@ from typing import Any, TextIO
 
 from django.contrib.auth import get_user_model
 from django.core.exceptions import SuspiciousFileOperation
-from django.core.files.storage import Storage, default_storage
+from django.core.files.storage import FileSystemStorage, Storage, default_storage
 from django.db import transaction
 from django.utils import timezone
 from django.utils.dateparse import parse_date, parse_datetime
 
 from . import fileformat
 from .access import Access, Action, Outcome, access_context, access_record
-from .documents import TITLE_MAX_LENGTH
+from .atomic import TEMP_SUFFIX
+from .documents import TITLE_MAX_LENGTH, document_metadata_refresh
 from .fileformat import DecryptionError, Kind
 from .models import Company, Document, document_metadata_set
 from .paths import stored_name_validate, stored_path_check
@@ -119,14 +121,20 @@ def manifest_import(
     user: Any = None,
     operator: str = "",
     storage: Storage | None = None,
+    progress: Callable[[Iterable[Any], int], Iterable[Any]] | None = None,
 ) -> ImportReport:
-    """Validate the whole manifest, then adopt each file; raise ManifestError, doing nothing."""
+    """Validate the whole manifest, then adopt each file; raise ManifestError, doing nothing.
+
+    `progress(lines, total)` wraps the iteration over the validated lines (a bar, a logger).
+    """
     storage = storage or default_storage
     if not isinstance(storage, EncryptedStorage):
         raise TypeError("manifest_import() needs the vault's EncryptedStorage.")
     lines = manifest_validate(manifest, storage)
     report = ImportReport(dry_run=dry_run)
-    for line in lines:
+    if not dry_run:
+        _temporaries_remove(storage, lines)
+    for line in progress(lines, len(lines)) if progress is not None else lines:
         try:
             report.results.append(_line_import(line, storage, dry_run, user, operator))
         except DecryptionError as exc:
@@ -262,12 +270,25 @@ def _line_import(
     )
     document = line.document
     bound = document is not None and line.found.document_id == document.pk.bytes
+    extra = {"operator": operator} if operator else {}
     if bound:
-        return Imported(line.line, line.path, Status.DONE, before, document.pk)
+        agrees = (document.key_id, document.file_id) == (
+            (line.found.key_id or b"").hex(),
+            (line.found.file_id or b"").hex(),
+        )
+        if agrees:
+            return Imported(line.line, line.path, Status.DONE, before, document.pk)
+        if not dry_run:
+            # Stopped after the file was bound, before its row was filled in: fill it in now.
+            reason = f"row filled in from its bound file, manifest line {line.line}"
+            with access_context(
+                action=Action.IMPORT, user=user, document=document, reason=reason, extra=extra
+            ):
+                document_metadata_refresh(document)
+        return Imported(line.line, line.path, Status.RESUMED, before, document.pk)
     status = Status.IMPORTED if document is None else Status.RESUMED
     if dry_run:
         return Imported(line.line, line.path, status, before, getattr(document, "pk", None))
-    extra = {"operator": operator} if operator else {}
     if document is None:
         document = Document(
             company=line.company,
@@ -320,6 +341,18 @@ def _file_bind(
             )
     document_metadata_set(document, stored)
     document.save(update_fields=DERIVED_FIELDS)
+
+
+def _temporaries_remove(storage: EncryptedStorage, lines: list[ManifestLine]) -> None:
+    """Remove what an import killed mid-write left beside the manifest's files (local disk only)."""
+    inner = storage.inner
+    if not isinstance(inner, FileSystemStorage):
+        return  # an object store publishes an object whole or not at all: nothing is left
+    for folder in sorted({posixpath.dirname(line.path) for line in lines}):
+        path = inner.path(folder) if folder else os.fspath(inner.location)
+        for entry in os.scandir(path):
+            if entry.name.startswith(IMPORT_TEMP_PREFIX) and entry.name.endswith(TEMP_SUFFIX):
+                os.unlink(entry.path)
 
 
 def _pieces(source: Any) -> Iterator[bytes]:

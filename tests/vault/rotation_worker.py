@@ -4,6 +4,8 @@
     python -m tests.vault.rotation_worker check              # download every document
     python -m tests.vault.rotation_worker check-rotate       # check, then storage_rotate()
     python -m tests.vault.rotation_worker scan               # the full storage scan's verdict
+    python -m tests.vault.rotation_worker import-setup COUNT SEED MANIFEST   # orphans, a manifest
+    python -m tests.vault.rotation_worker check-import MANIFEST  # check, then manifest_import()
 
 `setup` stores COUNT documents of mixed sizes and formats through the real paths: uploads (v2;
 some files of several small segments), v1 files as uploads wrote them before v2, and the case
@@ -151,6 +153,85 @@ def check() -> None:
     print(json.dumps({"digests": digests, "files": files}), flush=True)
 
 
+def import_setup(count: int, seed: int, manifest: str) -> None:
+    """Leave `count` row-less files (plaintext, some legacy), write their manifest; print digests."""
+    import csv
+
+    from cryptography.fernet import Fernet
+    from django.contrib.auth import get_user_model
+    from django.core.files.base import ContentFile
+    from django.core.files.storage import default_storage
+
+    from vault.keys import keyring
+    from vault.models import Company, Membership
+
+    rng = random.Random(seed)
+    company = Company.objects.create(name="Import Ltd")
+    user = get_user_model().objects.create_user(USERNAME)
+    Membership.objects.create(user=user, company=company)
+    fernet = Fernet(keyring().primary.fernet_key)
+    digests = {}
+    with open(manifest, "w", newline="") as out:
+        writer = csv.writer(out)
+        writer.writerow(["path", "company", "title"])
+        for number in range(count):
+            data = plaintext(rng)
+            stored = fernet.encrypt(data) if rng.random() < 0.3 else data
+            name = default_storage.inner.save(f"company_docs/{number:04d}.pdf", ContentFile(stored))
+            writer.writerow([name, company.name, f"Old file {number}"])
+            digests[name] = hashlib.sha256(data).hexdigest()
+    print(json.dumps(digests))
+
+
+def import_check(manifest: str) -> None:
+    """Print, per manifest path, the SHA-256 a download gives, or why there is none yet."""
+    from django.contrib.auth import get_user_model
+    from django.test import Client
+
+    from compliance.models import AccessEvent
+    from tests.helpers import response_close
+    from vault.models import Document
+
+    client = Client()
+    client.force_login(get_user_model().objects.get(username=USERNAME))
+    imported = set(
+        AccessEvent.objects.filter(action="import", reason__startswith="adopted").values_list(
+            "document_id", flat=True
+        )
+    )
+    result = {}
+    for document in Document.objects.all():
+        if document.pk not in imported:
+            result[document.file.name] = "a row without its import event"
+            continue
+        response = client.get("/vault/" + document.file.name)
+        try:
+            if response.status_code == 200:
+                result[document.file.name] = hashlib.sha256(
+                    b"".join(response.streaming_content)
+                ).hexdigest()
+            else:
+                result[document.file.name] = f"HTTP {response.status_code}"
+        finally:
+            response_close(response)
+    print(json.dumps(result), flush=True)
+
+
+def import_run(manifest: str) -> None:
+    """Run the import, announcing each line as it is handled."""
+    from vault.imports import manifest_import
+
+    def announce(items, total):
+        print(f"started {total}", flush=True)
+        for number, item in enumerate(items):
+            yield item
+            print(number, flush=True)
+
+    with open(manifest, newline="") as source:
+        report = manifest_import(source, operator="crash-test", progress=announce)
+    print(json.dumps({"summary": report.summary()}), flush=True)
+
+
 def scan() -> None:
     """Run the full storage scan (every segment authenticated); print its verdict and findings."""
     from compliance.scan import storage_scan
@@ -177,6 +258,11 @@ def main(argv: list[str]) -> None:
         check()
     elif command == "scan":
         scan()
+    elif command == "import-setup":
+        import_setup(int(args[0]), int(args[1]), args[2])
+    elif command == "check-import":
+        import_check(args[0])
+        import_run(args[0])
     elif command == "check-rotate":
         check()
         rotate()

@@ -375,7 +375,7 @@ CRASH_TRIALS_S3 = 5
 CRASH_TIMEOUT = 120
 
 
-def _crash_env(tmp_path, keys, inner_storage):
+def _crash_env(tmp_path, keys, inner_storage=None):
     media = tmp_path / "crash-media"
     media.mkdir(exist_ok=True)
     env = {
@@ -385,7 +385,7 @@ def _crash_env(tmp_path, keys, inner_storage):
         "VAULT_KEYS": keys,
         "DJANGO_SETTINGS_MODULE": "config.settings",
     }
-    if not isinstance(inner_storage, FileSystemStorage):
+    if inner_storage is not None and not isinstance(inner_storage, FileSystemStorage):
         # The bucket's fresh key prefix that this test was given.
         env[INNER_STORAGE_VARIABLE] = json.dumps(django_settings.VAULT_INNER_STORAGE)
     return env
