@@ -1,4 +1,4 @@
-"""`python -m bench [crypto|memory|http|scan|rotation|all] [--quick]`: run, print the tables, append RESULTS.md."""
+"""`python -m bench [crypto|memory|http|scan|rotation|dashboard|all] [--quick]`: run, print the tables, append RESULTS.md."""
 
 import argparse
 import sys
@@ -14,7 +14,7 @@ def main(argv: list[str] | None = None) -> int:
         "part",
         nargs="?",
         default="all",
-        choices=("crypto", "memory", "http", "scan", "rotation", "all"),
+        choices=("crypto", "memory", "http", "scan", "rotation", "dashboard", "all"),
     )
     parser.add_argument(
         "--quick", action="store_true", help="a fast smoke run: small sizes, few repetitions"
@@ -22,7 +22,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     # Imported here: the crypto part needs no Django, the others set it up in child processes.
-    from . import crypto, downloads, memory, rotation, scan
+    from . import crypto, dashboard, downloads, memory, rotation, scan
 
     parts = {
         "crypto": crypto.run,
@@ -30,6 +30,7 @@ def main(argv: list[str] | None = None) -> int:
         "http": downloads.run,
         "scan": scan.run,
         "rotation": rotation.run,
+        "dashboard": dashboard.run,
     }
     chosen = list(parts) if args.part == "all" else [args.part]
     facts = common.machine_facts()
