@@ -164,7 +164,13 @@ def document_rotate(
     # After the swap: until this commits, the row lags its file, which still serves (bound_check
     # reads the document ID of a v2 file), and a rerun finds it and brings it up to date.
     document_metadata_set(document, stored)
-    document.save(update_fields=DERIVED_FIELDS)
+    fields = {field: getattr(document, field) for field in DERIVED_FIELDS}
+    if not Document.objects.filter(pk=document.pk).update(**fields):
+        # Deleted meanwhile: if its file was removed before the swap, the swap put it back, an
+        # orphan the scan reports.
+        return Rotation(
+            name, document.pk, Status.FAILED, before, reason="the document was deleted meanwhile"
+        )
     return Rotation(name, document.pk, Status.REWRITTEN, before, after, size=stored.size)
 
 
@@ -172,7 +178,6 @@ def storage_rotate(
     *,
     dry_run: bool = False,
     progress: Progress | None = None,
-    storage: Storage | None = None,
     user: Any = None,
     operator: str = "",
     workers: int = 1,
@@ -183,9 +188,10 @@ def storage_rotate(
     logger). `workers` > 1 rotates that many files at once, each thread on its own database
     connection: a file's write waits mostly on fsync, so they overlap well.
     """
-    storage = storage or default_storage
+    # The documents' storage: every document's file lives there (DocumentFileField's default).
+    storage = default_storage
     if not isinstance(storage, EncryptedStorage):
-        raise TypeError("storage_rotate() needs the vault's EncryptedStorage.")
+        raise TypeError("storage_rotate() needs the vault's EncryptedStorage as default storage.")
     started = time.monotonic()
     report = RotationReport(dry_run=dry_run, primary=keyring().primary.key_id_hex)
     # Listed before the rows are read: a document created meanwhile is then never an orphan.

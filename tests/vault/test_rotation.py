@@ -235,6 +235,20 @@ def test_a_tampered_file_fails_recorded_and_keeps_its_old_bytes(acme, old_key):
     assert not [p for p in os.listdir(default_storage.inner.path("documents")) if "rotate" in p]
 
 
+def test_a_document_deleted_during_its_rotation_is_reported(acme, old_key):
+    with old_key:
+        document = document_upload(acme, PDF, "a.pdf")
+    # Deleted by another process after this one read the row (its file goes once it commits).
+    Document.objects.filter(pk=document.pk).delete()
+
+    rotation = document_rotate(document)
+
+    assert (rotation.status, rotation.reason) == (
+        Status.FAILED,
+        "the document was deleted meanwhile",
+    )
+
+
 def test_a_missing_file_is_reported(acme):
     document = document_upload(acme, PDF, "a.pdf")
     default_storage.inner.delete(document.file.name)
