@@ -37,7 +37,7 @@ from vault.access import (
 from .access_log import chain_check_run
 from .charts import activity_chart_svg
 from .filters import AccessEventFilter
-from .models import AccessEvent, ChainCheck, ChainStatus
+from .models import AccessEvent, ChainCheck, ChainStatus, ScanRun
 from .overview import activity_by_day, day_start, key_inventory_get, vault_checks_run
 from .permissions import officer_required
 from .tables import AccessEventTable
@@ -75,7 +75,7 @@ def overview(request: HttpRequest) -> HttpResponse:
     log_url = reverse("compliance:access_log")
     period = f"when_after={start:%Y-%m-%d}"
     context = {
-        "latest_scan": None,
+        "latest_scan": ScanRun.objects.order_by("-finished_at", "-id").first(),
         "scan_max_age_days": settings.DASHBOARD_SCAN_MAX_AGE_DAYS,
         "keys": key_inventory_get(),
         "checks": vault_checks_run(),

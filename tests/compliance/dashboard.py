@@ -21,7 +21,7 @@ def compliance_officer(db):
 @pytest.fixture
 def uploaded(acme, globex, alice, charlie):
     """Three documents uploaded through the vault's real path: two of Acme, one of Globex."""
-    from vault.uploads import document_create
+    from vault.documents import document_create
 
     def upload(company, user, title, data):
         return document_create(
