@@ -79,6 +79,7 @@ TRANSACTIONAL_ACTIONS = frozenset(
         Action.UNSHARE,
         Action.CLI_ENCRYPT,
         Action.ROTATE,
+        Action.IMPORT,
         Action.REPORT_GENERATED,
         # Account changes commit or roll back with their record (the admin's atomic blocks).
         Action.PASSWORD_CHANGE,

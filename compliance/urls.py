@@ -1,6 +1,6 @@
 from django.urls import include, path
 
-from . import scan_views, views
+from . import keys_views, scan_views, views
 
 app_name = "compliance"
 
@@ -12,4 +12,5 @@ urlpatterns = [
     path("access-log/export.csv", views.access_log_export, name="access_log_export"),
     path("access-log/<int:seq>/", views.event_detail, name="event_detail"),
     path("scans/", include(scan_views.urlpatterns)),
+    path("keys/", include(keys_views.urlpatterns)),
 ]

@@ -79,6 +79,8 @@ class AccessContext:
     # returns the action and the bytes the caller will send (a download judges Range here, once).
     # Whatever it raises ends the open, unrecorded.
     plan: Callable[[int], tuple[str, int]] | None = None
+    # Why, for the record of an allowed decryption (a rotation names the old and the new key).
+    reason: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
 
 

@@ -173,7 +173,9 @@ def decrypting_open(handle: BinaryIO, name: str) -> DecryptedFile:
         reader.close()
         raise
     try:
-        access_record(Access(Outcome.ALLOWED, context, stored_name=name, key_id=key_id))
+        access_record(
+            Access(Outcome.ALLOWED, context, stored_name=name, key_id=key_id, reason=context.reason)
+        )
     except BaseException:
         reader.close()
         raise
