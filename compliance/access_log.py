@@ -845,7 +845,7 @@ def _seal_append(walk: _ChainWalk, *, user: Any, operator: str) -> AccessEvent:
     return _event_record(Access(Outcome.ALLOWED, context), under_lock=under_lock)
 
 
-def _published_head_expected() -> tuple[tuple[int, str] | None, list[str]]:
+def chain_head_expected() -> tuple[tuple[int, str] | None, list[str]]:
     """Return the latest published head (or None) and the problems met reading the heads file."""
     retired = frozenset(key_id.lower() for key_id in getattr(settings, RETIRED_KEYS_SETTING, ()))
     try:
@@ -882,7 +882,7 @@ def chain_check_run(
         raise ValueError(f"seal is 'auto', 'always' or 'never', not {seal!r}.")
     problems: list[str] = []
     if expected_head is None and published_head:
-        expected_head, problems = _published_head_expected()
+        expected_head, problems = chain_head_expected()
     walk, report = _chain_walk(using=using, chunk_size=chunk_size, expected_head=expected_head)
     status = ChainStatus.BROKEN if problems else report.status
     head_seq, head_hash = report.head_seq, report.head_hash
