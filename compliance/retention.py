@@ -149,7 +149,7 @@ def access_log_prune(
     hold = legal_hold_current(using=alias)
     hold = hold if hold is not None and hold.on else None
     result = PruneResult(dry_run, days, cutoff, first, last or 0, count, hold=hold)
-    if dry_run or not count:
+    if dry_run:
         return result
 
     def refuse(message: str, outcome: Outcome) -> PruneRefused:
@@ -159,6 +159,8 @@ def access_log_prune(
 
     if hold is not None:
         raise refuse(f"Pruning refused: {legal_hold_describe(hold)}.", Outcome.DENIED)
+    if not count:
+        return result
     expected_head, problems = chain_head_expected()
     report = chain_verify(using=alias, expected_head=expected_head, capture_seq=last)
     if problems or not report.ok or report.captured is None:
