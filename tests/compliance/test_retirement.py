@@ -227,3 +227,47 @@ def test_the_link_digest_covers_content_and_hash():
     assert digest != link_digest_next("0" * 64, b"{ }", "a" * 64)
     assert digest != link_digest_next("0" * 64, b"{}", "b" * 64)
     assert digest != link_digest_next("1" * 64, b"{}", "a" * 64)
+
+
+KEY_C = "c:test-secret-key-c-0123456789abcdef0123456789abcdef"
+
+
+def test_two_rotations_with_both_old_keys_retired_verify(settings, record):
+    settings.VAULT_KEYS = KEY_A
+    key_a = keyring().primary.key_id_hex
+    record(2)
+    settings.VAULT_KEYS = f"{KEY_B},{KEY_A}"
+    key_b = keyring().primary.key_id_hex
+    assert command("audit_verify")[0] == 0  # seals under B
+    record(2)
+    settings.VAULT_KEYS = f"{KEY_C},{KEY_B}"
+    settings.ACCESS_LOG_RETIRED_KEY_IDS = [key_a]
+    assert command("audit_seal")[0] == 0  # seals under C, over A (through B's seal) and B
+    record(1)
+    settings.VAULT_KEYS = KEY_C
+    settings.ACCESS_LOG_RETIRED_KEY_IDS = [key_a, key_b]
+
+    code, line = command("audit_verify")
+
+    assert code == 0, line
+    old = [seq for seq, key, _ in events_by_key() if key in (key_a, key_b)]
+    assert chain_verify().sealed_count == len(old) == 6
+
+
+def test_a_key_retired_without_a_seal_is_sealed_by_adding_it_back(settings, record):
+    settings.VAULT_KEYS = KEY_A
+    key_a = keyring().primary.key_id_hex
+    record(2)
+    settings.VAULT_KEYS = KEY_B
+    settings.ACCESS_LOG_RETIRED_KEY_IDS = [key_a]
+    record(1)
+    assert command("audit_seal")[0] == 1  # cannot verify: nothing to seal over
+    settings.VAULT_KEYS = f"{KEY_B},{KEY_A}"
+    settings.ACCESS_LOG_RETIRED_KEY_IDS = []
+    assert command("audit_seal")[0] == 0
+    settings.VAULT_KEYS = KEY_B
+    settings.ACCESS_LOG_RETIRED_KEY_IDS = [key_a]
+
+    code, line = command("audit_verify")
+
+    assert code == 0, line
