@@ -1,4 +1,4 @@
-"""`python -m bench [crypto|memory|http|all] [--quick]`: run, print the tables, append RESULTS.md."""
+"""`python -m bench [crypto|memory|http|dashboard|all] [--quick]`: run, print the tables, append RESULTS.md."""
 
 import argparse
 import sys
@@ -11,7 +11,10 @@ def main(argv: list[str] | None = None) -> int:
     """Run the chosen benchmarks, print their tables and append them to bench/RESULTS.md."""
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument(
-        "part", nargs="?", default="all", choices=("crypto", "memory", "http", "all")
+        "part",
+        nargs="?",
+        default="all",
+        choices=("crypto", "memory", "http", "dashboard", "all"),
     )
     parser.add_argument(
         "--quick", action="store_true", help="a fast smoke run: small sizes, few repetitions"
@@ -19,9 +22,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     # Imported here: the crypto part needs no Django, the others set it up in child processes.
-    from . import crypto, downloads, memory
+    from . import crypto, dashboard, downloads, memory
 
-    parts = {"crypto": crypto.run, "memory": memory.run, "http": downloads.run}
+    parts = {
+        "crypto": crypto.run,
+        "memory": memory.run,
+        "http": downloads.run,
+        "dashboard": dashboard.run,
+    }
     chosen = list(parts) if args.part == "all" else [args.part]
     facts = common.machine_facts()
     started = time.monotonic()

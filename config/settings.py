@@ -75,6 +75,11 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "axes",
+    # The dashboard: Bootstrap from our own static files (the `bootstrap` app), tables, filters.
+    "django_bootstrap5",
+    "bootstrap",
+    "django_tables2",
+    "django_filters",
     "vault",
     "compliance",
     "reports",
@@ -152,6 +157,9 @@ USE_TZ = True
 
 STATIC_URL = "static/"
 STATIC_ROOT = Path(env("STATIC_ROOT") or BASE_DIR / "var" / "static")
+# The site's own stylesheet (one look for the portal and the dashboard); Bootstrap comes from the
+# `bootstrap` app.
+STATICFILES_DIRS = [BASE_DIR / "static"]
 
 # Encrypted at rest: MEDIA_ROOT holds ciphertext only and no URL serves it directly; downloads go
 # through the vault's views, which check permissions and record every decryption.
@@ -213,6 +221,21 @@ ACCESS_LOG_RETIRED_KEY_IDS = env_list("ACCESS_LOG_RETIRED_KEY_IDS")
 # Days an access event is kept; `audit_prune` removes older ones behind a checkpoint (never under a
 # legal hold). Two years by default.
 ACCESS_LOG_RETENTION_DAYS = int(env("ACCESS_LOG_RETENTION_DAYS") or 730)
+
+# One look for the whole site, served from our own static files (no CDN: the site works offline).
+_STATIC_PREFIX = "/" + STATIC_URL.strip("/")
+BOOTSTRAP5 = {
+    "css_url": {"url": f"{_STATIC_PREFIX}/bootstrap/css/bootstrap.min.css"},
+    "javascript_url": {"url": f"{_STATIC_PREFIX}/bootstrap/js/bootstrap.bundle.min.js"},
+}
+DJANGO_TABLES2_TEMPLATE = "django_tables2/bootstrap5.html"
+# The compliance dashboard: a scan older than this many days is flagged on the overview; rows per
+# page of the access log.
+DASHBOARD_SCAN_MAX_AGE_DAYS = int(env("DASHBOARD_SCAN_MAX_AGE_DAYS") or 7)
+DASHBOARD_PAGE_SIZE = int(env("DASHBOARD_PAGE_SIZE") or 50)
+# A filtered access log sorted by another column than time: up to this many matches are sorted,
+# above it the sort's index is walked instead (see compliance/filters.py).
+DASHBOARD_SORT_IN_MEMORY_MAX = int(env("DASHBOARD_SORT_IN_MEMORY_MAX") or 30_000)
 
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "/"

@@ -14,7 +14,7 @@ from typing import Any
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
-from django.contrib.auth.models import Permission
+from django.contrib.auth.models import Group, Permission
 from django.core.files.base import ContentFile
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import transaction
@@ -26,6 +26,8 @@ from vault.models import Company, Document, Grant, Membership
 DEMO_PASSWORD = "docvault-demo"  # noqa: S105 (published on purpose: development data only)
 ACME = "Acme Corp"
 GLOBEX = "Globex"
+# Created by the compliance app's migration: its staff members may use the dashboard.
+COMPLIANCE_OFFICERS = "Compliance officers"
 
 # username, company, role in the demo, extra user fields
 USERS: list[tuple[str, str | None, str, dict[str, Any]]] = [
@@ -263,6 +265,7 @@ class Command(BaseCommand):
                     content_type__app_label="vault", codename="read_any_document"
                 )
             )
+            user.groups.add(Group.objects.get(name=COMPLIANCE_OFFICERS))
         return user
 
     def _history(self, users: dict[str, Any], companies: dict[str, Company]) -> None:

@@ -1,0 +1,386 @@
+"""The access-log browser: filters, sorts, pages without counting, index use, detail, CSV export."""
+
+import csv
+import io
+import re
+from datetime import timedelta
+
+import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+from django.urls import reverse
+from django.utils import timezone
+
+from compliance.models import AccessEvent
+from compliance.tables import AccessEventTable
+from compliance.views import CSV_COLUMNS, csv_cell
+from tests.compliance import dashboard
+from tests.helpers import response_close
+from vault.access import Action, Outcome
+from vault.keys import keyring
+
+pytestmark = pytest.mark.django_db
+compliance_officer = dashboard.compliance_officer
+uploaded = dashboard.uploaded
+
+LOG = reverse("compliance:access_log")
+EXPORT = reverse("compliance:access_log_export")
+
+
+@pytest.fixture
+def history(uploaded, alice, bob, charlie, officer):
+    """A varied log: uploads (3), reads, a staff read, refusals, a failure, from several IPs."""
+    valuation, nda, checklist = uploaded["valuation"], uploaded["nda"], uploaded["checklist"]
+    dashboard.access_add(bob, document=valuation, ip="192.0.2.20")
+    dashboard.access_add(charlie, document=valuation, outcome=Outcome.DENIED, reason="not a reader")
+    dashboard.access_add(charlie, document=nda, outcome=Outcome.DENIED, reason="not a reader")
+    dashboard.access_add(officer, document=nda, staff_read=True, ip="198.51.100.5")
+    dashboard.access_add(
+        bob, document=checklist, outcome=Outcome.FAILED, reason="authentication failed"
+    )
+    dashboard.access_add(
+        alice, action=Action.SHARE, document=valuation, reason="shared with Globex"
+    )
+    dashboard.access_add(charlie, document=checklist, key_id=keyring().keys[1].key_id_hex)
+    return uploaded
+
+
+def page(client, user, query=""):
+    client.force_login(user)
+    response = client.get(f"{LOG}?{query}" if query else LOG)
+    assert response.status_code == 200
+    return response
+
+
+def rows(response):
+    return [row.record for row in response.context["table"].paginated_rows]
+
+
+def export(client, user, query=""):
+    client.force_login(user)
+    response = client.get(f"{EXPORT}?{query}" if query else EXPORT)
+    assert response.status_code == 200
+    assert response.streaming
+    content = b"".join(response.streaming_content).decode()
+    response_close(response)
+    return response, list(csv.reader(io.StringIO(content)))
+
+
+def test_the_log_lists_every_event_newest_first(client, compliance_officer, history):
+    listed = rows(page(client, compliance_officer))
+    assert [event.seq for event in listed] == list(range(10, 0, -1))
+
+
+@pytest.mark.parametrize(
+    ("query", "expected"),
+    [
+        ("actor=charlie", lambda e: e.actor_username == "charlie"),
+        ("action=share", lambda e: e.action == "share"),
+        ("outcome=denied", lambda e: e.outcome == "denied"),
+        ("outcome=failed", lambda e: e.outcome == "failed"),
+        ("ip=198.51.100.5", lambda e: e.client_ip == "198.51.100.5"),
+        ("staff=only", lambda e: e.staff_read),
+        ("staff=exclude", lambda e: not e.staff_read),
+        (
+            "actor=charlie&outcome=denied",
+            lambda e: (e.actor_username, e.outcome) == ("charlie", "denied"),
+        ),
+    ],
+)
+def test_each_filter_lists_exactly_its_events(client, compliance_officer, history, query, expected):
+    listed = rows(page(client, compliance_officer, query))
+    wanted = [e for e in AccessEvent.objects.order_by("-seq") if expected(e)]
+    assert listed == wanted
+    assert 0 < len(wanted) < AccessEvent.objects.count()
+
+
+def test_filter_by_document_company_and_key(client, compliance_officer, history, globex):
+    nda = history["nda"]
+    listed = rows(page(client, compliance_officer, f"document={nda.pk}"))
+    assert {e.document_id for e in listed} == {nda.pk} and len(listed) == 3
+    listed = rows(page(client, compliance_officer, f"company={globex.pk}"))
+    assert {e.document_id for e in listed} == {history["checklist"].pk} and len(listed) == 3
+    old_key = keyring().keys[1].key_id_hex
+    listed = rows(page(client, compliance_officer, f"key={old_key.upper()}"))
+    assert [e.key_id for e in listed] == [old_key]
+
+
+def test_filter_by_period(client, compliance_officer, history):
+    today = timezone.localdate()
+    assert (
+        len(rows(page(client, compliance_officer, f"when_after={today}&when_before={today}"))) == 10
+    )
+    assert rows(page(client, compliance_officer, f"when_after={today + timedelta(days=1)}")) == []
+    assert rows(page(client, compliance_officer, f"when_before={today - timedelta(days=1)}")) == []
+
+
+@pytest.mark.parametrize("query", ["ip=not-an-ip", "key=xyz", "document=123", "when_after=soon"])
+def test_an_invalid_filter_says_so_and_lists_nothing(client, compliance_officer, history, query):
+    response = page(client, compliance_officer, query)
+    assert rows(response) == []
+    assert b"alert-danger" in response.content
+    client.force_login(compliance_officer)
+    refused = client.get(f"{EXPORT}?{query}")
+    assert refused.status_code == 400 and b"Invalid filter" in refused.content
+
+
+@pytest.mark.parametrize(
+    ("sort", "key"),
+    [
+        ("when", lambda e: e.seq),
+        ("-when", lambda e: -e.seq),
+        ("actor", lambda e: (e.actor_username, e.seq)),
+        ("-actor", lambda e: (_desc(e.actor_username), -e.seq)),
+        ("action", lambda e: (e.action, e.seq)),
+        ("outcome", lambda e: (e.outcome, e.seq)),
+        ("-outcome", lambda e: (_desc(e.outcome), -e.seq)),
+    ],
+)
+def test_each_sort_orders_the_rows(client, compliance_officer, history, sort, key):
+    listed = rows(page(client, compliance_officer, f"sort={sort}"))
+    assert listed == sorted(AccessEvent.objects.all(), key=key)
+
+
+def _desc(text):
+    return [-ord(char) for char in text] + [1]
+
+
+def test_pages_never_count_the_table(client, compliance_officer, history, settings):
+    settings.DASHBOARD_PAGE_SIZE = 4
+    client.force_login(compliance_officer)
+    with CaptureQueriesContext(connection) as queries:
+        first = client.get(f"{LOG}?outcome=allowed")
+    assert not [q["sql"] for q in queries if "COUNT(" in q["sql"].upper()]
+    assert [e.seq for e in rows(first)] == [10, 9, 7, 4]
+    assert b"page=2" in first.content
+    second = client.get(f"{LOG}?outcome=allowed&page=2")
+    assert [e.seq for e in rows(second)] == [3, 2, 1]
+    assert b"page=3" not in second.content
+
+
+# Every offered sort and every filter is an index range scan (SQLite's query plan) ----------------
+
+PLAN_QUERIES = [
+    *(
+        f"sort={sort}"
+        for sort in ("when", "-when", "actor", "-actor", "action", "-action", "outcome", "-outcome")
+    ),
+    "actor=charlie",
+    "action=download",
+    "outcome=denied",
+    "ip=192.0.2.10",
+    "staff=only",
+    "when_after=2026-01-01",
+    "DOCUMENT",
+    "COMPANY",
+    "KEY",
+    "actor=charlie&outcome=denied",
+]
+
+
+@pytest.mark.parametrize("query", PLAN_QUERIES)
+def test_the_page_query_is_served_by_an_index(client, compliance_officer, history, acme, query):
+    if connection.vendor != "sqlite":
+        pytest.skip("EXPLAIN QUERY PLAN is SQLite's")
+    query = {
+        "DOCUMENT": f"document={history['nda'].pk}",
+        "COMPANY": f"company={acme.pk}",
+        "KEY": f"key={keyring().primary.key_id_hex}",
+    }.get(query, query)
+    client.force_login(compliance_officer)
+    with CaptureQueriesContext(connection) as queries:
+        client.get(f"{LOG}?{query}")
+    table = AccessEvent._meta.db_table
+    [sql] = [q["sql"] for q in queries if f'FROM "{table}"' in q["sql"] and "LIMIT" in q["sql"]]
+    with connection.cursor() as cursor:
+        cursor.execute(f"EXPLAIN QUERY PLAN {sql}")
+        plan = [row[-1] for row in cursor.fetchall()]
+    text = "\n".join(plan)
+    if not query.startswith("company="):
+        assert "TEMP B-TREE" not in text, text
+    # A company's events are the union of its documents' index ranges, sorted once: the one
+    # filter that sorts (only the company's events, never the table).
+    scans = [line for line in plan if re.match(rf"SCAN {table}\b", line)]
+    assert all("USING INDEX" in line or "USING COVERING INDEX" in line for line in scans), text
+
+
+def test_every_orderable_column_is_in_the_plan_test():
+    orderable = {column.name for column in AccessEventTable([]).columns if column.orderable}
+    assert orderable == {"when", "actor", "action", "outcome"}
+
+
+# Event detail ------------------------------------------------------------------------------------
+
+
+def test_event_detail_shows_every_field_and_its_neighbours(client, compliance_officer, history):
+    event = AccessEvent.objects.get(seq=5)
+    client.force_login(compliance_officer)
+    response = client.get(reverse("compliance:event_detail", args=[5]))
+    content = response.content.decode()
+    for value in (
+        event.actor_username,
+        event.reason,
+        event.hash,
+        event.prev_hash,
+        event.key_id,
+        str(event.document_id),
+        event.document_title,
+        event.client_ip,
+        event.request_id,
+        event.chain_key_id,
+        event.stored_name,
+        "Denied",
+    ):
+        assert value in content, value
+    assert reverse("compliance:event_detail", args=[4]) in content
+    assert reverse("compliance:event_detail", args=[6]) in content
+    assert f"{LOG}?actor=charlie" in content
+
+
+def test_an_unknown_event_is_404(client, compliance_officer, history):
+    client.force_login(compliance_officer)
+    assert client.get(reverse("compliance:event_detail", args=[999])).status_code == 404
+
+
+# CSV export --------------------------------------------------------------------------------------
+
+
+def test_the_export_holds_exactly_the_filtered_events_and_is_recorded(
+    client, compliance_officer, history
+):
+    response, lines = export(client, compliance_officer, "actor=charlie&outcome=denied")
+    assert response["Content-Type"] == "text/csv; charset=utf-8"
+    assert re.fullmatch(
+        r'attachment; filename="access-log-\d{8}-\d{6}\.csv"', response["Content-Disposition"]
+    )
+    assert response["Cache-Control"] == "private, no-store"
+    header, *data = lines
+    assert header == list(CSV_COLUMNS)
+    expected = AccessEvent.objects.filter(actor_username="charlie", outcome="denied").order_by(
+        "seq"
+    )
+    assert [int(line[0]) for line in data] == [e.seq for e in expected] == [5, 6]
+    first = dict(zip(header, data[0], strict=True))
+    event = expected[0]
+    assert first["hash"] == event.hash and first["document_id"] == str(event.document_id)
+    assert first["when"] == event.when.isoformat() and first["client_ip"] == event.client_ip
+    record = AccessEvent.objects.latest("seq")
+    assert (record.action, record.outcome, record.actor_username) == (
+        "log-export",
+        "allowed",
+        "carol",
+    )
+    assert record.reason == "2 rows; filter: actor=charlie, outcome=denied"
+    assert record.seq == 11  # recorded before the rows were read, and not part of the export
+
+
+def test_an_unfiltered_export_holds_the_whole_log(client, compliance_officer, history):
+    _, lines = export(client, compliance_officer)
+    assert [int(line[0]) for line in lines[1:]] == list(range(1, 11))
+    assert AccessEvent.objects.latest("seq").reason == "10 rows; filter: no filter"
+
+
+def test_the_export_link_carries_the_filters(client, compliance_officer, history):
+    content = page(client, compliance_officer, "outcome=denied&sort=actor&page=1").content.decode()
+    assert f'href="{EXPORT}?outcome=denied"' in content
+
+
+def test_exported_cells_never_run_as_formulas(client, compliance_officer, alice, uploaded):
+    dashboard.access_add(
+        alice, document=uploaded["nda"], reason='=HYPERLINK("http://evil.example","x")'
+    )
+    dashboard.access_add(alice, reason="+1+2")
+    dashboard.access_add(alice, reason="@SUM(A1)")
+    dashboard.access_add(alice, reason="-3")
+    _, lines = export(client, compliance_officer, "actor=alice&action=download")
+    reasons = [dict(zip(lines[0], line, strict=True))["reason"] for line in lines[1:]]
+    assert reasons == ['\'=HYPERLINK("http://evil.example","x")', "'+1+2", "'@SUM(A1)", "'-3"]
+
+
+@pytest.mark.parametrize(
+    ("value", "cell"),
+    [
+        ("=1", "'=1"),
+        ("+1", "'+1"),
+        ("-1", "'-1"),
+        ("@x", "'@x"),
+        ("\tx", "'\tx"),
+        ("a=1", "a=1"),
+        (None, ""),
+        (12, "12"),
+        (False, "False"),
+    ],
+)
+def test_csv_cell(value, cell):
+    assert csv_cell(value) == cell
+
+
+def test_the_log_is_refused_to_members_and_recorded(client, alice, history):
+    client.force_login(alice)
+    assert client.get(EXPORT).status_code == 403
+    event = AccessEvent.objects.latest("seq")
+    assert (event.action, event.outcome, event.reason) == (
+        "compliance-view",
+        "denied",
+        f"not staff: {EXPORT}",
+    )
+    assert not AccessEvent.objects.filter(action="log-export").exists()
+
+
+# A filter that matches most of the log, sorted by another column: the sort's index is walked -----
+
+STEERED = [
+    "outcome=allowed&sort=actor",
+    "action=download&sort=-outcome",
+    "staff=exclude&sort=action",
+    "actor=charlie&sort=-outcome",
+    "ip=192.0.2.10&sort=-actor",
+    "TODAY&sort=actor",
+    "COMPANY&sort=outcome",
+]
+
+
+def _plan_and_rows(client, query):
+    with CaptureQueriesContext(connection) as queries:
+        response = client.get(f"{LOG}?{query}")
+    table = AccessEvent._meta.db_table
+    [sql] = [q["sql"] for q in queries if f'FROM "{table}"' in q["sql"] and "LIMIT 51" in q["sql"]]
+    with connection.cursor() as cursor:
+        cursor.execute(f"EXPLAIN QUERY PLAN {sql}")
+        plan = "\n".join(row[-1] for row in cursor.fetchall())
+    return sql, plan, rows(response)
+
+
+@pytest.mark.parametrize("query", STEERED)
+def test_a_broad_filter_sorted_by_another_column_walks_the_sort_index(
+    client, compliance_officer, history, acme, settings, query
+):
+    if connection.vendor != "sqlite":
+        pytest.skip("EXPLAIN QUERY PLAN is SQLite's")
+    query = query.replace("TODAY", f"when_after={timezone.localdate()}").replace(
+        "COMPANY", f"company={acme.pk}"
+    )
+    client.force_login(compliance_officer)
+    settings.DASHBOARD_SORT_IN_MEMORY_MAX = 10_000
+    sorted_sql, _, sorted_rows = _plan_and_rows(client, query)
+    settings.DASHBOARD_SORT_IN_MEMORY_MAX = 2
+    walked_sql, walked_plan, walked_rows = _plan_and_rows(client, query)
+    assert walked_rows == sorted_rows and len(walked_rows) > 2
+    assert "TEMP B-TREE" not in walked_plan, walked_plan
+    # Below the limit the filters use their indexes; above it, unindexed copies of their columns.
+    assert '+"compliance_accessevent"' not in sorted_sql
+    assert '+"compliance_accessevent"' in walked_sql
+
+
+def test_applied_filters_are_listed_with_a_link_that_removes_each(
+    client, compliance_officer, history
+):
+    today = timezone.localdate()
+    response = page(client, compliance_officer, f"outcome=denied&actor=charlie&when_after={today}")
+    active = {item["label"]: item for item in response.context["active_filters"]}
+    assert active["Outcome"]["value"] == "Denied" and active["Actor"]["value"] == "charlie"
+    assert active["Period"]["value"] == f"{today:%Y-%m-%d} to …"
+    assert active["Outcome"]["remove_url"] == f"{LOG}?actor=charlie&when_after={today}"
+    assert active["Period"]["remove_url"] == f"{LOG}?outcome=denied&actor=charlie"
+    content = response.content.decode()
+    assert 'id="active-filters"' in content and "Denied" in content
