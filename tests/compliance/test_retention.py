@@ -327,3 +327,87 @@ def test_a_hold_change_needs_a_reason(officer):
 
 def test_no_hold_was_ever_set(db):
     assert legal_hold_current() is None
+
+
+# The retention page -------------------------------------------------------------------------------
+
+RETENTION_URL = "/compliance/retention/"
+
+
+@pytest.fixture
+def compliance_officer(db):
+    """A staff user in the "Compliance officers" group (compliance.view_dashboard)."""
+    from django.contrib.auth import get_user_model
+    from django.contrib.auth.models import Group
+
+    user = get_user_model().objects.create_user("carol", "carol@example.com", is_staff=True)
+    user.groups.add(Group.objects.get(name="Compliance officers"))
+    return user
+
+
+def test_an_officer_sees_the_retention_the_hold_and_the_checkpoints(
+    client, compliance_officer, old_and_new
+):
+    prune_at(old_and_new[1], user=compliance_officer)
+    legal_hold_set(True, user=compliance_officer, reason="Litigation Acme v. Globex")
+    client.force_login(compliance_officer)
+
+    response = client.get(RETENTION_URL)
+
+    body = response.content.decode()
+    assert response.status_code == 200
+    assert "730 days" in body and "Litigation Acme v. Globex" in body
+    assert f"#1\u2013#{old_and_new[0]}" in body and 'id="hold-submit"' in body
+
+
+def test_an_officer_switches_the_hold_and_it_is_recorded(client, compliance_officer):
+    client.force_login(compliance_officer)
+
+    response = client.post(RETENTION_URL, {"on": "on", "reason": "Subpoena 12"})
+
+    hold = legal_hold_current()
+    event = AccessEvent.objects.get(seq=hold.event_seq)
+    assert response.status_code == 302 and response["Location"] == RETENTION_URL
+    assert (hold.on, hold.set_by, hold.reason) == (True, compliance_officer, "Subpoena 12")
+    assert (event.action, event.actor_username, event.client_ip) == (
+        Action.LEGAL_HOLD,
+        "carol",
+        "127.0.0.1",
+    )
+
+
+def test_a_hold_change_without_a_reason_is_refused_and_changes_nothing(client, compliance_officer):
+    client.force_login(compliance_officer)
+
+    response = client.post(RETENTION_URL, {"on": "on", "reason": ""})
+
+    assert response.status_code == 400 and b"invalid-feedback" in response.content
+    assert legal_hold_current() is None
+
+
+def test_staff_without_the_permission_cannot_switch_the_hold_and_is_recorded(client, officer):
+    client.force_login(officer)
+
+    response = client.post(RETENTION_URL, {"on": "on", "reason": "I want to"})
+
+    refusal = AccessEvent.objects.order_by("-seq").first()
+    assert response.status_code == 403 and legal_hold_current() is None
+    assert (refusal.action, refusal.outcome, refusal.actor_username) == (
+        Action.COMPLIANCE_VIEW,
+        Outcome.DENIED,
+        "officer",
+    )
+    assert refusal.reason.endswith(RETENTION_URL)
+
+
+def test_a_member_is_refused_the_page(client, alice):
+    client.force_login(alice)
+
+    assert client.get(RETENTION_URL).status_code == 403
+
+
+def test_anonymous_goes_to_the_login_page(client, db):
+    response = client.get(RETENTION_URL)
+
+    assert response.status_code == 302 and "login" in response["Location"]
+    assert legal_hold_current() is None
