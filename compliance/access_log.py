@@ -17,7 +17,7 @@ import re
 import time
 import uuid
 import weakref
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from contextlib import ExitStack, suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -34,9 +34,11 @@ from vault.access import Access, AccessContext, Action, Outcome, RecordError, re
 from vault.keys import PURPOSE_AUDIT_CHAIN, KeyRing, keyring
 
 from . import heads
-from .models import GENESIS_HASH, AccessEvent, ChainCheck, ChainStatus
+from .models import GENESIS_HASH, AccessEvent, ChainCheck, ChainCheckpoint, ChainStatus
 
 CHAIN_FORMAT = "docvault-access-event-v1"
+# The unkeyed link digest: SHA-256 over the previous digest, an event's canonical form and its hash.
+LINK_FORMAT = b"docvault-chain-link-v1"
 PROXY_COUNT_SETTING = "ACCESS_LOG_PROXY_COUNT"
 # Key IDs (hex) of chain keys removed from VAULT_KEYS on purpose: their events cannot be verified
 # any more, and say so, instead of counting as forged.
@@ -87,6 +89,9 @@ TRANSACTIONAL_ACTIONS = frozenset(
         Action.MEMBERSHIP_REMOVE,
         Action.PERMISSION_GRANT,
         Action.PERMISSION_REVOKE,
+        # Retention: the prune event and the legal hold commit or roll back with their change.
+        Action.PRUNE,
+        Action.LEGAL_HOLD,
     }
 )
 
@@ -101,6 +106,15 @@ _chain_keys_cache: "weakref.WeakKeyDictionary[KeyRing, dict[str, bytes]]" = (
 
 def access_event_record(access: Access) -> AccessEvent:
     """Append one access to the chain and commit it; raise if it cannot be recorded durably."""
+    return _event_record(access)
+
+
+# Called with the connection and the head (seq, hash) while the append holds the chain's lock;
+# returns values to set on the event before it is hashed (the seal's reason).
+UnderLock = Callable[[BaseDatabaseWrapper, int, str], Mapping[str, Any]]
+
+
+def _event_record(access: Access, under_lock: UnderLock | None = None) -> AccessEvent:
     context = access.context
     action = Action(context.action)
     outcome = Outcome(access.outcome)
@@ -155,13 +169,16 @@ def access_event_record(access: Access) -> AccessEvent:
     durable = not (outcome == Outcome.ALLOWED and action in TRANSACTIONAL_ACTIONS)
     if (
         durable
+        and under_lock is None
         and connection.vendor == "postgresql"
         and not connection.in_atomic_block
         and connection.get_autocommit()
     ):
         pk = _append_postgresql(connection, values, chain_key)
     else:
-        pk = _append_atomic(connection, alias, values, chain_key, durable, action, outcome)
+        pk = _append_atomic(
+            connection, alias, values, chain_key, durable, action, outcome, under_lock
+        )
     if durable:
         heads.chain_head_publish_if_due(values["seq"], values["hash"])
     row = [pk if field.primary_key else values[field.attname] for field in _CONCRETE_FIELDS]
@@ -172,9 +189,17 @@ def _insert_params(values: dict[str, Any], connection: BaseDatabaseWrapper) -> l
     return [field.get_db_prep_save(values[field.attname], connection) for field in _INSERT_FIELDS]
 
 
-def _chain_link(values: dict[str, Any], head: tuple | None, chain_key: bytes) -> None:
+def _chain_link(
+    values: dict[str, Any],
+    head: tuple | None,
+    chain_key: bytes,
+    under_lock: UnderLock | None = None,
+    connection: BaseDatabaseWrapper | None = None,
+) -> None:
     """Fill seq, prev_hash, when and hash from the head read under the lock."""
     values["seq"], values["prev_hash"] = (head[0] + 1, head[1]) if head else (1, GENESIS_HASH)
+    if under_lock is not None:
+        values.update(under_lock(connection, values["seq"] - 1, values["prev_hash"]))
     # Taken under the lock, so that time never goes backwards along the chain.
     values["when"] = timezone.now()
     values["hash"] = event_hash_compute(values, chain_key)
@@ -188,6 +213,7 @@ def _append_atomic(
     durable: bool,
     action: Action,
     outcome: Outcome,
+    under_lock: UnderLock | None = None,
 ) -> Any:
     """Append inside Django's transaction management (SQLite, and any append in an atomic block)."""
     with ExitStack() as stack:
@@ -203,7 +229,7 @@ def _append_atomic(
         cursor.execute(statements.head)
         if statements.locked_first:
             cursor.nextset()
-        _chain_link(values, cursor.fetchone(), chain_key)
+        _chain_link(values, cursor.fetchone(), chain_key, under_lock, connection)
         cursor.execute(statements.insert, _insert_params(values, connection))
         return cursor.fetchone()[0] if statements.returning else cursor.lastrowid
 
@@ -383,8 +409,10 @@ def event_hash_compute(fields: Mapping[str, Any], key: bytes) -> str:
 # Verification ------------------------------------------------------------------------------------
 
 
-def _raw_select(connection: BaseDatabaseWrapper) -> str:
+def _raw_select(connection: BaseDatabaseWrapper, *, after: int | None = None) -> str:
     """Return the verifier's SELECT: every hashed column, the time as text the driver leaves alone.
+
+    With `after`, only the events after that seq (a whole number, formatted into the SQL).
 
     Drivers convert timestamps while fetching a batch, so one hostile row (a date before year 1
     in UTC) would stop the whole walk with a traceback, or blame the batch's first row.
@@ -405,9 +433,10 @@ def _raw_select(connection: BaseDatabaseWrapper) -> str:
         when_text if name == "when" else quote(fields[name].column)
         for name in (*HASHED_FIELDS, "hash")
     ]
+    where = "" if after is None else f"WHERE {quote('seq')} > {int(after):d} "
     return (
         f"SELECT {', '.join(columns)} FROM {quote(AccessEvent._meta.db_table)} "  # noqa: S608
-        f"ORDER BY {quote('seq')}"
+        f"{where}ORDER BY {quote('seq')}"
     )
 
 
@@ -444,6 +473,16 @@ def _shown(value: object) -> str:
 
 
 @dataclass(frozen=True)
+class PrunedRange:
+    """Events removed by `audit_prune`, as the checkpoint the walk started from records them."""
+
+    first_seq: int
+    last_seq: int
+    when: datetime
+    checkpoint_id: int
+
+
+@dataclass(frozen=True)
 class ChainReport:
     """What a walk of the chain found: the head it reached and the first broken link, if any."""
 
@@ -456,6 +495,15 @@ class ChainReport:
     unverifiable_count: int = 0
     first_unverifiable_seq: int | None = None
     missing_key_ids: tuple[str, ...] = ()
+    # Events under retired keys proven by a later seal under a configured key.
+    sealed_count: int = 0
+    # Chain keys other than the primary with events after the last seal: a seal is due.
+    unsealed_key_ids: tuple[str, ...] = ()
+    pruned: PrunedRange | None = None
+    # The unkeyed link digest through the head, and (seq, hash, link digest) at `capture_seq`.
+    link_digest: str = GENESIS_HASH
+    captured: tuple[int, str, str] | None = None
+    notes: tuple[str, ...] = ()
 
     @property
     def ok(self) -> bool:
@@ -466,18 +514,354 @@ class ChainReport:
         """Return the one-line verdict the command prints."""
         head = f"chain head seq {self.head_seq} hash {self.head_hash}"
         if self.status is ChainStatus.BROKEN:
-            return (
+            line = (
                 f"Access log BROKEN at seq {self.broken_seq}: {self.problem} "
                 f"{self.count} events before it are intact; last intact {head}."
             )
-        if self.status is ChainStatus.UNVERIFIABLE:
-            return (
+        elif self.status is ChainStatus.UNVERIFIABLE:
+            line = (
                 f"Access log cannot verify {self.unverifiable_count} of {self.count} events, "
                 f"first at seq {self.first_unverifiable_seq}: chain key ID(s) "
-                f"{', '.join(self.missing_key_ids)} retired (add the old key to VAULT_KEYS as a "
-                f"non-primary entry to verify them); every other event verifies; {head}."
+                f"{', '.join(self.missing_key_ids)} retired and no seal covers them (add the old "
+                f"key to VAULT_KEYS as a non-primary entry to verify them); every other event "
+                f"verifies; {head}."
             )
-        return f"Access log OK: {self.count} events, {head}."
+        else:
+            line = f"Access log OK: {self.count} events, {head}."
+        if self.sealed_count and self.status is not ChainStatus.BROKEN:
+            line += (
+                f" {self.sealed_count} events under retired chain keys verified through the "
+                "seals that cover them."
+            )
+        if self.pruned is not None:
+            pruned = self.pruned
+            line += (
+                f" Events {pruned.first_seq}-{pruned.last_seq} pruned on "
+                f"{pruned.when:%Y-%m-%d} under checkpoint #{pruned.checkpoint_id}, verified "
+                f"from {pruned.last_seq + 1}."
+            )
+        return " ".join([line, *self.notes])
+
+
+def link_digest_next(digest: str, canonical: bytes, event_hash: str) -> str:
+    """Return the unkeyed SHA-256 link digest through one more event (its content and its hash)."""
+    return hashlib.sha256(
+        LINK_FORMAT + bytes.fromhex(digest) + canonical + event_hash.encode("ascii")
+    ).hexdigest()
+
+
+def seal_reason(through_seq: int, digest: str) -> str:
+    """Return the reason a seal event carries: the seq and link digest it vouches for."""
+    return f"Sealed the chain through seq {through_seq}: link digest {digest}."
+
+
+def prune_reason(
+    first_seq: int, last_seq: int, cutoff: datetime, chain_hash: str, digest: str
+) -> str:
+    """Return the reason a prune event carries: exactly what its checkpoint records."""
+    return (
+        f"Pruned events {first_seq}-{last_seq} ({last_seq - first_seq + 1} events) older than "
+        f"{_canonical_datetime(cutoff)}; chain hash at the cut {chain_hash}; link digest {digest}."
+    )
+
+
+class _ChainWalk:
+    """The state of a walk in seq order: fed one raw row at a time, so it can resume under a lock."""
+
+    def __init__(
+        self,
+        *,
+        start: ChainCheckpoint | None,
+        expected_head: tuple[int, str] | None,
+        capture_seq: int | None = None,
+    ) -> None:
+        self.keys = chain_keys(keyring())
+        self.primary = keyring().primary.key_id_hex
+        self.retired = {key_id.lower() for key_id in getattr(settings, RETIRED_KEYS_SETTING, ())}
+        self.expected_head = expected_head
+        self.capture_seq = capture_seq
+        self.captured: tuple[int, str, str] | None = None
+        self.start = start
+        self.start_vouched = start is None
+        self.count = 0
+        self.position = 0
+        self.head_seq, self.head_hash, self.digest = 0, GENESIS_HASH, GENESIS_HASH
+        self.notes: list[str] = []
+        self.start_head_mismatch = False
+        if start is not None:
+            self.head_seq, self.head_hash = start.last_seq, start.chain_hash
+            self.digest = start.link_digest
+            if expected_head is not None and expected_head[0] <= start.last_seq:
+                # A head inside the pruned range: only the cut itself can still be compared.
+                if expected_head[0] == start.last_seq:
+                    self.start_head_mismatch = not _digest_equal(start.chain_hash, expected_head[1])
+                self.notes.append(
+                    f"The head seq {expected_head[0]} lies in the pruned range; the prune "
+                    "verified the log against it before removing events."
+                )
+                self.expected_head = None
+        # Events under retired keys since the last seal: (first seq, count before it, head before).
+        self.pending = 0
+        self.pending_from: tuple[int, int, int, str] | None = None
+        self.pending_after_configured: tuple[int, int, int, str] | None = None
+        self.pending_keys: dict[str, None] = {}
+        self.configured_since_seal = False
+        self.start_vouch_pending = False
+        self.sealed = 0
+        self.unsealed_keys: dict[str, None] = {}
+
+    def _report(self, status: ChainStatus, **fields: Any) -> ChainReport:
+        values: dict[str, Any] = {
+            "count": self.count,
+            "head_seq": self.head_seq,
+            "head_hash": self.head_hash,
+            "unverifiable_count": self.pending,
+            "first_unverifiable_seq": self.pending_from[0] if self.pending_from else None,
+            "missing_key_ids": tuple(self.pending_keys),
+            "sealed_count": self.sealed,
+            "unsealed_key_ids": tuple(self.unsealed_keys),
+            "pruned": self._pruned(),
+            "link_digest": self.digest,
+            "captured": self.captured,
+            "notes": tuple(self.notes),
+        }
+        values.update(fields)
+        return ChainReport(status, **values)
+
+    def _pruned(self) -> PrunedRange | None:
+        if self.start is None:
+            return None
+        start = self.start
+        return PrunedRange(start.first_seq, start.last_seq, start.when, start.pk)
+
+    def broken(
+        self, seq: int, problem: str, at: tuple[int, int, int, str] | None = None
+    ) -> ChainReport:
+        """Return a BROKEN report at `seq`; `at` names an earlier point (count and head there)."""
+        if at is None:
+            return self._report(ChainStatus.BROKEN, broken_seq=seq, problem=problem)
+        _, count, head_seq, head_hash = at
+        return self._report(
+            ChainStatus.BROKEN,
+            broken_seq=seq,
+            problem=problem,
+            count=count,
+            head_seq=head_seq,
+            head_hash=head_hash,
+        )
+
+    def feed(self, row: tuple[Any, ...]) -> ChainReport | None:
+        """Check one raw row (HASHED_FIELDS, then hash); return a BROKEN report, else None."""
+        self.position += 1
+        fields = dict(zip(HASHED_FIELDS, row, strict=False))
+        seq, stored_hash = fields["seq"], row[-1]
+        head_seq, head_hash = self.head_seq, self.head_hash
+        if not isinstance(seq, int) or isinstance(seq, bool):
+            return self.broken(
+                head_seq + 1,
+                f"row {self.position} in seq order holds the seq {_shown(seq)}, which is "
+                "not a number: it was written outside the application.",
+            )
+        expected_seq = head_seq + 1
+        if seq > expected_seq:
+            gap = (
+                f"event {expected_seq} is"
+                if seq == expected_seq + 1
+                else f"events {expected_seq}-{seq - 1} are"
+            )
+            return self.broken(expected_seq, f"{gap} missing (deleted); the next event is {seq}.")
+        if seq < expected_seq:
+            return self.broken(seq, f"event {seq} does not belong in the chain (inserted).")
+        if not _digest_equal(fields["prev_hash"], head_hash):
+            return self.broken(
+                seq,
+                f"event {seq} does not link to event {head_seq} (its prev_hash differs): "
+                "it was inserted, or an event before it was replaced.",
+            )
+        if not (
+            isinstance(stored_hash, str)
+            and _HASH_FORMAT.fullmatch(stored_hash)
+            and _HASH_FORMAT.fullmatch(head_hash)
+        ):
+            return self.broken(seq, f"event {seq} holds a hash that is not 64 hex digits: forged.")
+        try:
+            # Converted here, one row at a time: a value the application never writes (a date
+            # before year 1 in UTC, an impossible date) is this row's fault.
+            fields["when"] = _when_parse(fields["when"])
+            canonical = event_canonical(fields)
+        except (ValueError, TypeError, OverflowError) as exc:
+            return self.broken(
+                seq,
+                f"event {seq} holds a malformed value ({exc}): it was written outside "
+                "the application.",
+            )
+        chain_key_id = fields["chain_key_id"]
+        key = self.keys.get(chain_key_id)
+        here = (seq, self.count, head_seq, head_hash)
+        vouches_start = (
+            not self.start_vouched and self.start is not None and seq == self.start.event_seq
+        )
+        if vouches_start and not self._prune_event_matches(fields):
+            return self.broken(
+                seq,
+                f"event {seq} is not the prune event that checkpoint #{self.start.pk} names "  # type: ignore[union-attr]
+                "(its action or figures differ): the checkpoint or the event was forged.",
+            )
+        if key is None:
+            # Without the key nothing proves the event by itself: only a key the operator
+            # declared retired may leave events pending, until a seal under a configured key
+            # covers them; otherwise anyone with the database could name a made-up key.
+            if chain_key_id not in self.retired:
+                return self.broken(
+                    seq,
+                    f"event {seq} names chain key {_shown(chain_key_id)}, which is neither "
+                    f"configured nor in {RETIRED_KEYS_SETTING}: it was changed or forged.",
+                )
+            self.pending += 1
+            self.pending_from = self.pending_from or here
+            self.pending_keys[chain_key_id] = None
+            if self.configured_since_seal and self.pending_after_configured is None:
+                self.pending_after_configured = here
+            self.start_vouch_pending = self.start_vouch_pending or vouches_start
+        else:
+            if not _digest_equal(hmac.new(key, canonical, hashlib.sha256).hexdigest(), stored_hash):
+                return self.broken(
+                    seq,
+                    f"event {seq} does not match its hash: it was changed after it was "
+                    "written, or forged.",
+                )
+            self.start_vouched = self.start_vouched or vouches_start
+            if fields["action"] == Action.CHAIN_SEAL:
+                problem = self._seal_check(seq, fields["reason"])
+                if problem is not None:
+                    return problem
+            self.configured_since_seal = True
+        if chain_key_id != self.primary:
+            self.unsealed_keys[chain_key_id] = None
+        if (
+            self.expected_head
+            and seq == self.expected_head[0]
+            and not _digest_equal(stored_hash, self.expected_head[1])
+        ):
+            return self.broken(
+                seq,
+                f"event {seq} is not the published head (hash {self.expected_head[1]}): "
+                "the chain was rewritten from there.",
+            )
+        self.digest = link_digest_next(self.digest, canonical, stored_hash)
+        self.count += 1
+        self.head_seq, self.head_hash = seq, stored_hash
+        if seq == self.capture_seq:
+            self.captured = (seq, stored_hash, self.digest)
+        return None
+
+    def _prune_event_matches(self, fields: Mapping[str, Any]) -> bool:
+        start = self.start
+        assert start is not None
+        expected = prune_reason(
+            start.first_seq, start.last_seq, start.cutoff, start.chain_hash, start.link_digest
+        )
+        return fields["action"] == Action.PRUNE and fields["reason"] == expected
+
+    def _seal_check(self, seq: int, reason: object) -> ChainReport | None:
+        """Check a seal event (authenticated already) against the link digest of what it covers."""
+        if reason != seal_reason(seq - 1, self.digest):
+            if self.pending_from is not None:
+                first = self.pending_from[0]
+                return self.broken(
+                    first,
+                    f"events {first}-{seq - 1}, under the retired chain key(s) "
+                    f"{', '.join(self.pending_keys)}, do not hash to what the seal at seq {seq} "
+                    "recorded: one of them was changed, inserted or removed.",
+                    at=self.pending_from,
+                )
+            return self.broken(
+                seq,
+                f"the seal at seq {seq} does not match the events before it: they were "
+                "changed, or the checkpoint the walk started from was.",
+            )
+        self.sealed += self.pending
+        self.pending = 0
+        self.pending_from = self.pending_after_configured = None
+        self.pending_keys.clear()
+        self.unsealed_keys.clear()
+        self.start_vouched = self.start_vouched or self.start_vouch_pending
+        return None
+
+    def finish(self) -> ChainReport:
+        """Return the verdict once every row has been fed."""
+        if self.expected_head is not None and self.head_seq < self.expected_head[0]:
+            return self.broken(
+                self.head_seq + 1,
+                f"the log ends at seq {self.head_seq}, before the published head seq "
+                f"{self.expected_head[0]}: events were removed from its end.",
+            )
+        if self.start_head_mismatch:
+            start = self.start
+            assert start is not None
+            return self.broken(
+                start.last_seq,
+                f"checkpoint #{start.pk} records a chain hash at seq {start.last_seq} that is not "
+                "the published head's: the checkpoint was forged.",
+                at=(start.last_seq, 0, 0, GENESIS_HASH),
+            )
+        if self.pending_after_configured is not None:
+            seq = self.pending_after_configured[0]
+            return self.broken(
+                seq,
+                f"event {seq} names a retired chain key after events under a configured key, "
+                "and no seal covers it: it was changed or forged.",
+                at=self.pending_after_configured,
+            )
+        if not (self.start_vouched or self.start_vouch_pending):
+            start = self.start
+            assert start is not None
+            return self.broken(
+                start.first_seq,
+                f"events {start.first_seq}-{start.last_seq} are missing, and the prune event "
+                f"(seq {start.event_seq}) that checkpoint #{start.pk} names is not in the log: "
+                "the checkpoint was forged.",
+                at=(start.first_seq, 0, 0, GENESIS_HASH),
+            )
+        if self.pending:
+            return self._report(ChainStatus.UNVERIFIABLE)
+        return self._report(ChainStatus.OK)
+
+
+def chain_checkpoint_latest(using: str | None = None) -> ChainCheckpoint | None:
+    """Return the checkpoint the log starts from (the latest prune), or None."""
+    alias = using or router.db_for_read(ChainCheckpoint)
+    return ChainCheckpoint.objects.using(alias).order_by("-last_seq", "-id").first()
+
+
+def _chain_walk(
+    *,
+    using: str | None,
+    chunk_size: int,
+    expected_head: tuple[int, str] | None,
+    capture_seq: int | None = None,
+) -> tuple[_ChainWalk, ChainReport]:
+    alias = using or router.db_for_read(AccessEvent)
+    start = chain_checkpoint_latest(alias)
+    walk = _ChainWalk(start=start, expected_head=expected_head, capture_seq=capture_seq)
+    if start is not None and not all(
+        isinstance(value, str) and _HASH_FORMAT.fullmatch(value)
+        for value in (start.chain_hash, start.link_digest)
+    ):
+        return walk, walk.broken(
+            start.last_seq + 1,
+            f"checkpoint #{start.pk} holds a malformed hash: it was written outside the "
+            "application.",
+            at=(start.last_seq + 1, 0, 0, GENESIS_HASH),
+        )
+    with connections[alias].chunked_cursor() as cursor:
+        cursor.execute(_raw_select(connections[alias]))
+        while batch := cursor.fetchmany(chunk_size):
+            for row in batch:
+                report = walk.feed(row)
+                if report is not None:
+                    return walk, report
+    return walk, walk.finish()
 
 
 def chain_verify(
@@ -485,146 +869,56 @@ def chain_verify(
     using: str | None = None,
     chunk_size: int = 2000,
     expected_head: tuple[int, str] | None = None,
+    capture_seq: int | None = None,
 ) -> ChainReport:
     """Walk the chain in seq order, in constant memory; return the first broken link, if any.
 
-    `expected_head` is a previously published (seq, hash): the walk must reach it with that hash,
-    which is the only way to notice events removed from the end of the log.
+    The walk starts from the latest prune checkpoint, if any. `expected_head` is a previously
+    published (seq, hash): the walk must reach it with that hash, which is the only way to notice
+    events removed from the end of the log. `capture_seq` asks for the chain state at that event.
     """
-    keys = chain_keys(keyring())
-    retired = {key_id.lower() for key_id in getattr(settings, RETIRED_KEYS_SETTING, ())}
-    verified_since_retired = False
-    alias = using or router.db_for_read(AccessEvent)
-    count = 0
-    head_seq, head_hash = 0, GENESIS_HASH
-    unverifiable = 0
-    first_unverifiable: int | None = None
-    missing_keys: dict[str, None] = {}
+    return _chain_walk(
+        using=using, chunk_size=chunk_size, expected_head=expected_head, capture_seq=capture_seq
+    )[1]
 
-    def broken(seq: int, problem: str) -> ChainReport:
-        return ChainReport(
-            ChainStatus.BROKEN,
-            count,
-            head_seq,
-            head_hash,
-            broken_seq=seq,
-            problem=problem,
-            unverifiable_count=unverifiable,
-            first_unverifiable_seq=first_unverifiable,
-            missing_key_ids=tuple(missing_keys),
-        )
 
-    with connections[alias].chunked_cursor() as cursor:
-        cursor.execute(_raw_select(connections[alias]))
-        position = 0
-        while batch := cursor.fetchmany(chunk_size):
-            for row in batch:
-                position += 1
-                fields = dict(zip(HASHED_FIELDS, row, strict=False))
-                seq, stored_hash = fields["seq"], row[-1]
-                if not isinstance(seq, int) or isinstance(seq, bool):
-                    return broken(
-                        head_seq + 1,
-                        f"row {position} in seq order holds the seq {_shown(seq)}, which is "
-                        "not a number: it was written outside the application.",
-                    )
-                expected_seq = head_seq + 1
-                if seq > expected_seq:
-                    gap = (
-                        f"event {expected_seq} is"
-                        if seq == expected_seq + 1
-                        else f"events {expected_seq}-{seq - 1} are"
-                    )
-                    return broken(
-                        expected_seq, f"{gap} missing (deleted); the next event is {seq}."
-                    )
-                if seq < expected_seq:
-                    return broken(seq, f"event {seq} does not belong in the chain (inserted).")
-                if not _digest_equal(fields["prev_hash"], head_hash):
-                    return broken(
-                        seq,
-                        f"event {seq} does not link to event {head_seq} (its prev_hash differs): "
-                        "it was inserted, or an event before it was replaced.",
-                    )
-                if not (
-                    isinstance(stored_hash, str)
-                    and _HASH_FORMAT.fullmatch(stored_hash)
-                    and _HASH_FORMAT.fullmatch(head_hash)
-                ):
-                    return broken(
-                        seq, f"event {seq} holds a hash that is not 64 hex digits: forged."
-                    )
-                try:
-                    # Converted here, one row at a time: a value the application never writes
-                    # (a date before year 1 in UTC, an impossible date) is this row's fault.
-                    fields["when"] = _when_parse(fields["when"])
-                    chain_key_id = fields["chain_key_id"]
-                    key = keys.get(chain_key_id)
-                    computed = None if key is None else event_hash_compute(fields, key)
-                except (ValueError, TypeError, OverflowError) as exc:
-                    return broken(
-                        seq,
-                        f"event {seq} holds a malformed value ({exc}): it was written outside "
-                        "the application.",
-                    )
-                if key is None:
-                    # Without the key nothing proves the event; only a key the operator declared
-                    # retired may leave events unproven, and only before the configured keys'
-                    # events: otherwise anyone with the database could edit an event and name a
-                    # made-up key.
-                    if chain_key_id not in retired:
-                        return broken(
-                            seq,
-                            f"event {seq} names chain key {_shown(chain_key_id)}, which is "
-                            f"neither configured nor in {RETIRED_KEYS_SETTING}: it was changed "
-                            "or forged.",
-                        )
-                    if verified_since_retired:
-                        return broken(
-                            seq,
-                            f"event {seq} names the retired chain key {chain_key_id} after "
-                            "events under a configured key: it was changed or forged.",
-                        )
-                    unverifiable += 1
-                    first_unverifiable = first_unverifiable or seq
-                    missing_keys[chain_key_id] = None
-                elif not _digest_equal(computed, stored_hash):
-                    return broken(
-                        seq,
-                        f"event {seq} does not match its hash: it was changed after it was "
-                        "written, or forged.",
-                    )
-                if (
-                    expected_head
-                    and seq == expected_head[0]
-                    and not _digest_equal(stored_hash, expected_head[1])
-                ):
-                    return broken(
-                        seq,
-                        f"event {seq} is not the published head (hash {expected_head[1]}): "
-                        "the chain was rewritten from there.",
-                    )
-                verified_since_retired = verified_since_retired or key is not None
-                count += 1
-                head_seq, head_hash = seq, stored_hash
+class ChainSealError(Exception):
+    """Raised when the chain cannot be sealed: it does not verify, or changed under the lock."""
 
-    if expected_head is not None and head_seq < expected_head[0]:
-        return broken(
-            head_seq + 1,
-            f"the log ends at seq {head_seq}, before the published head seq {expected_head[0]}: "
-            "events were removed from its end.",
-        )
-    if unverifiable:
-        return ChainReport(
-            ChainStatus.UNVERIFIABLE,
-            count,
-            head_seq,
-            head_hash,
-            unverifiable_count=unverifiable,
-            first_unverifiable_seq=first_unverifiable,
-            missing_key_ids=tuple(missing_keys),
-        )
-    return ChainReport(ChainStatus.OK, count, head_seq, head_hash)
+
+def _seal_append(walk: _ChainWalk, *, user: Any, operator: str) -> AccessEvent:
+    """Append a seal over every event before it, under the primary key; raise ChainSealError.
+
+    The walk has verified the log up to some head; under the append lock it verifies the events
+    appended since, so the seal vouches only for events that verified with every key configured.
+    """
+
+    def under_lock(connection: BaseDatabaseWrapper, head_seq: int, head_hash: str) -> dict:
+        with connection.cursor() as cursor:
+            cursor.execute(_raw_select(connection, after=walk.head_seq))
+            for row in cursor.fetchall():
+                report = walk.feed(row)
+                if report is not None:
+                    raise ChainSealError(report.summary())
+        report = walk.finish()
+        if not report.ok or (walk.head_seq, walk.head_hash) != (head_seq, head_hash):
+            raise ChainSealError(f"The chain does not verify; nothing sealed. {report.summary()}")
+        return {"reason": seal_reason(head_seq, walk.digest)}
+
+    context = AccessContext(action=Action.CHAIN_SEAL, user=user, extra={"operator": operator})
+    return _event_record(Access(Outcome.ALLOWED, context), under_lock=under_lock)
+
+
+def chain_head_expected() -> tuple[tuple[int, str] | None, list[str]]:
+    """Return the latest published head (or None) and the problems met reading the heads file."""
+    retired = frozenset(key_id.lower() for key_id in getattr(settings, RETIRED_KEYS_SETTING, ()))
+    try:
+        latest = heads.chain_head_latest(retired_key_ids=retired)
+    except heads.HeadsFileError as exc:
+        return None, [f"The published heads are not intact: {exc}"]
+    except OSError as exc:
+        return None, [f"The published heads cannot be read ({exc})."]
+    return (latest.pair if latest is not None else None), []
 
 
 def chain_check_run(
@@ -635,39 +929,49 @@ def chain_check_run(
     expected_head: tuple[int, str] | None = None,
     published_head: bool = True,
     publish: bool = True,
+    seal: str = "auto",
     using: str | None = None,
     chunk_size: int = 2000,
 ) -> ChainCheck:
-    """Verify the chain against a head, publish the head reached, record and return the check.
+    """Verify the chain against a head, seal it if due, publish the head, record and return the check.
 
     The head checked against is `expected_head` if given, else the latest published head (unless
     `published_head` is False). A heads file that fails to authenticate makes the check BROKEN.
-    An unbroken walk publishes its head, so the next check notices a cut tail.
+    `seal`: "auto" appends a seal when the log verifies OK and holds events under a key other
+    than the primary that no seal covers yet (after a key rotation), "always" whenever it
+    verifies OK, "never" not at all. An unbroken walk publishes its head (the seal's, if sealed),
+    so the next check notices a cut tail.
     """
+    if seal not in {"auto", "always", "never"}:
+        raise ValueError(f"seal is 'auto', 'always' or 'never', not {seal!r}.")
     problems: list[str] = []
     if expected_head is None and published_head:
-        retired = frozenset(
-            key_id.lower() for key_id in getattr(settings, RETIRED_KEYS_SETTING, ())
-        )
-        try:
-            latest = heads.chain_head_latest(retired_key_ids=retired)
-        except heads.HeadsFileError as exc:
-            latest = None
-            problems.append(f"The published heads are not intact: {exc}")
-        except OSError as exc:
-            latest = None
-            problems.append(f"The published heads cannot be read ({exc}).")
-        expected_head = latest.pair if latest is not None else None
-    report = chain_verify(using=using, chunk_size=chunk_size, expected_head=expected_head)
+        expected_head, problems = chain_head_expected()
+    walk, report = _chain_walk(using=using, chunk_size=chunk_size, expected_head=expected_head)
     status = ChainStatus.BROKEN if problems else report.status
-    published = False
-    if publish and status is not ChainStatus.BROKEN and report.head_seq > 0:
+    head_seq, head_hash = report.head_seq, report.head_hash
+    sealed = ""
+    if status is ChainStatus.OK and (
+        seal == "always" or (seal == "auto" and report.unsealed_key_ids)
+    ):
         try:
-            heads.chain_head_publish(report.head_seq, report.head_hash)
+            event = _seal_append(walk, user=user, operator=operator)
+        except ChainSealError as exc:
+            status, problems = ChainStatus.BROKEN, [*problems, str(exc)]
+        else:
+            head_seq, head_hash = event.seq, event.hash
+            sealed = (
+                f" Sealed events through seq {event.seq - 1} with the seal at seq {event.seq} "
+                f"under chain key {event.chain_key_id}."
+            )
+    published = False
+    if publish and status is not ChainStatus.BROKEN and head_seq > 0:
+        try:
+            heads.chain_head_publish(head_seq, head_hash)
             published = True
         except OSError as exc:
             problems.append(f"The head could not be published to {heads.HEADS_NAME} ({exc}).")
-    summary = " ".join([report.summary(), *problems])
+    summary = " ".join([report.summary() + sealed, *problems])
     if expected_head is not None:
         summary += f" Checked against head seq {expected_head[0]}."
     elif published_head:
@@ -685,8 +989,8 @@ def chain_check_run(
         when=timezone.now(),
         status=status,
         count=report.count,
-        head_seq=report.head_seq,
-        head_hash=report.head_hash,
+        head_seq=head_seq,
+        head_hash=head_hash,
         broken_seq=report.broken_seq,
         expected_head_seq=expected_head[0] if expected_head else None,
         expected_head_hash=expected_head[1] if expected_head else "",

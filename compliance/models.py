@@ -286,3 +286,69 @@ class ScanFinding(models.Model):
     def is_notice(self) -> bool:
         """Return whether the finding leaves the certification standing (an orphan, a partial write)."""
         return self.kind in self.NOTICES
+
+
+class ChainCheckpoint(models.Model):
+    """Where the access log was cut by `audit_prune`: the events removed and the chain at the cut.
+
+    Written by `compliance.retention.audit_prune()` in the transaction that removes the events,
+    after the prune event that states the same figures (`event_seq`) is appended: verification
+    starts from the latest checkpoint and demands that event, authenticated, to vouch for it.
+    """
+
+    when = models.DateTimeField(editable=False)
+    first_seq = models.PositiveBigIntegerField(help_text="First event removed.")
+    last_seq = models.PositiveBigIntegerField(help_text="Last event removed: the cut.")
+    count = models.PositiveBigIntegerField(help_text="Events removed.")
+    chain_hash = models.CharField(max_length=64, help_text="The hash of event last_seq.")
+    link_digest = models.CharField(
+        max_length=64, help_text="The unkeyed SHA-256 link digest through event last_seq."
+    )
+    cutoff = models.DateTimeField(help_text="Events older than this were removed.")
+    retention_days = models.PositiveIntegerField()
+    event_seq = models.PositiveBigIntegerField(help_text="The prune event that vouches for it.")
+    requested_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="+",
+    )
+    requested_by_username = models.CharField(max_length=150, blank=True)
+    via = models.CharField(max_length=16, help_text="command, dashboard, ...")
+
+    class Meta:
+        ordering = ["-last_seq", "-id"]
+        get_latest_by = ["last_seq", "id"]
+
+    def __str__(self) -> str:
+        return f"events {self.first_seq}-{self.last_seq} pruned {self.when:%Y-%m-%d}"
+
+
+class LegalHold(models.Model):
+    """One change of the legal hold switch: on or off, who, when and why. The latest row is current.
+
+    Written by `compliance.retention.legal_hold_set()` only, with its access event; while the
+    current row is on, `audit_prune` removes nothing.
+    """
+
+    when = models.DateTimeField(editable=False)
+    on = models.BooleanField()
+    reason = models.CharField(max_length=400)
+    set_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="+",
+    )
+    set_by_username = models.CharField(max_length=150, blank=True)
+    event_seq = models.PositiveBigIntegerField(help_text="The access event that records it.")
+
+    class Meta:
+        ordering = ["-when", "-id"]
+        get_latest_by = ["when", "id"]
+
+    def __str__(self) -> str:
+        state = "on" if self.on else "off"
+        return f"legal hold {state} since {self.when:%Y-%m-%d %H:%M} by {self.set_by_username}"

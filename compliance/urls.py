@@ -13,4 +13,5 @@ urlpatterns = [
     path("access-log/<int:seq>/", views.event_detail, name="event_detail"),
     path("scans/", include(scan_views.urlpatterns)),
     path("keys/", include(keys_views.urlpatterns)),
+    path("retention/", include("compliance.retention_views")),
 ]

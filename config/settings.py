@@ -223,6 +223,9 @@ ACCESS_LOG_PROXY_COUNT = int(env("ACCESS_LOG_PROXY_COUNT") or 0)
 # Key IDs of chain keys dropped from VAULT_KEYS on purpose; events under any other unknown key fail
 # verification as forged.
 ACCESS_LOG_RETIRED_KEY_IDS = env_list("ACCESS_LOG_RETIRED_KEY_IDS")
+# Days an access event is kept; `audit_prune` removes older ones behind a checkpoint (never under a
+# legal hold). Two years by default.
+ACCESS_LOG_RETENTION_DAYS = int(env("ACCESS_LOG_RETENTION_DAYS") or 730)
 
 # Signed audit reports (reports/). The organisation's signing certificate and key: a PKCS#12 file and
 # its passphrase, or PEM files. Paths come as NAME or NAME_FILE, passphrases as secrets. Without them

@@ -49,6 +49,8 @@ class Action(models.TextChoices):
     IMPORT = "import", "Import"
     PRUNE = "prune", "Log prune"
     LEGAL_HOLD = "legal-hold", "Legal hold change"
+    # The access log's own seal over the events before it (key rotation, key retirement).
+    CHAIN_SEAL = "chain-seal", "Chain seal"
 
 
 logger = logging.getLogger(__name__)
