@@ -35,6 +35,12 @@ PDF = b"%PDF-1.4\n%\xe2\xe3\xcf\xd3\n1 0 obj << /Type /Catalog >> endobj\n" + b"
 Kind = ScanFinding.Kind
 
 
+@pytest.fixture(autouse=True)
+def storage_backend(inner_storage):
+    """Every scan test runs on the local media folder and on the bucket (SeaweedFS)."""
+    return inner_storage
+
+
 def upload(client, user, company, title, data=PDF):
     """Upload a document through the portal's upload view; return its row."""
     client.force_login(user)
