@@ -15,7 +15,7 @@ from compliance.models import AccessEvent
 from compliance.tables import AccessEventTable
 from compliance.views import CSV_COLUMNS, csv_cell
 from tests.compliance import dashboard
-from tests.helpers import response_close
+from tests.helpers import document_events, response_close
 from vault.access import Action, Outcome
 from vault.keys import keyring
 
@@ -68,7 +68,10 @@ def export(client, user, query=""):
 
 def test_the_log_lists_every_event_newest_first(client, compliance_officer, history):
     listed = rows(page(client, compliance_officer))
-    assert [event.seq for event in listed] == list(range(10, 0, -1))
+    # The history's 10 events, and the account events of the cast and carol's login among them.
+    head = AccessEvent.objects.latest("seq").seq
+    assert [event.seq for event in listed] == list(range(head, 0, -1))
+    assert document_events().count() == 10
 
 
 @pytest.mark.parametrize(
@@ -107,9 +110,9 @@ def test_filter_by_document_company_and_key(client, compliance_officer, history,
 
 def test_filter_by_period(client, compliance_officer, history):
     today = timezone.localdate()
-    assert (
-        len(rows(page(client, compliance_officer, f"when_after={today}&when_before={today}"))) == 10
-    )
+    listed = rows(page(client, compliance_officer, f"when_after={today}&when_before={today}"))
+    assert listed == list(AccessEvent.objects.order_by("-seq"))
+    assert document_events().count() == 10
     assert rows(page(client, compliance_officer, f"when_after={today + timedelta(days=1)}")) == []
     assert rows(page(client, compliance_officer, f"when_before={today - timedelta(days=1)}")) == []
 
@@ -146,15 +149,18 @@ def _desc(text):
 
 
 def test_pages_never_count_the_table(client, compliance_officer, history, settings):
-    settings.DASHBOARD_PAGE_SIZE = 4
     client.force_login(compliance_officer)
+    # The allowed events, account events included, fill a full page and a partial second one.
+    allowed = [e.seq for e in AccessEvent.objects.filter(outcome="allowed").order_by("-seq")]
+    assert 0 < len(allowed) < AccessEvent.objects.count()
+    settings.DASHBOARD_PAGE_SIZE = size = len(allowed) // 2 + 1
     with CaptureQueriesContext(connection) as queries:
         first = client.get(f"{LOG}?outcome=allowed")
     assert not [q["sql"] for q in queries if "COUNT(" in q["sql"].upper()]
-    assert [e.seq for e in rows(first)] == [10, 9, 7, 4]
+    assert [e.seq for e in rows(first)] == allowed[:size]
     assert b"page=2" in first.content
     second = client.get(f"{LOG}?outcome=allowed&page=2")
-    assert [e.seq for e in rows(second)] == [3, 2, 1]
+    assert [e.seq for e in rows(second)] == allowed[size:] != []
     assert b"page=3" not in second.content
 
 
@@ -213,9 +219,11 @@ def test_every_orderable_column_is_in_the_plan_test():
 
 
 def test_event_detail_shows_every_field_and_its_neighbours(client, compliance_officer, history):
-    event = AccessEvent.objects.get(seq=5)
+    event = AccessEvent.objects.get(
+        actor_username="charlie", document=history["valuation"].pk, outcome="denied"
+    )
     client.force_login(compliance_officer)
-    response = client.get(reverse("compliance:event_detail", args=[5]))
+    response = client.get(reverse("compliance:event_detail", args=[event.seq]))
     content = response.content.decode()
     for value in (
         event.actor_username,
@@ -232,8 +240,8 @@ def test_event_detail_shows_every_field_and_its_neighbours(client, compliance_of
         "Denied",
     ):
         assert value in content, value
-    assert reverse("compliance:event_detail", args=[4]) in content
-    assert reverse("compliance:event_detail", args=[6]) in content
+    assert reverse("compliance:event_detail", args=[event.seq - 1]) in content
+    assert reverse("compliance:event_detail", args=[event.seq + 1]) in content
     assert f"{LOG}?actor=charlie" in content
 
 
@@ -259,7 +267,9 @@ def test_the_export_holds_exactly_the_filtered_events_and_is_recorded(
     expected = AccessEvent.objects.filter(actor_username="charlie", outcome="denied").order_by(
         "seq"
     )
-    assert [int(line[0]) for line in data] == [e.seq for e in expected] == [5, 6]
+    refused = document_events().filter(reason="not a reader").order_by("seq")
+    assert [int(line[0]) for line in data] == [e.seq for e in expected] == [e.seq for e in refused]
+    assert len(data) == 2
     first = dict(zip(header, data[0], strict=True))
     event = expected[0]
     assert first["hash"] == event.hash and first["document_id"] == str(event.document_id)
@@ -271,13 +281,19 @@ def test_the_export_holds_exactly_the_filtered_events_and_is_recorded(
         "carol",
     )
     assert record.reason == "2 rows; filter: actor=charlie, outcome=denied"
-    assert record.seq == 11  # recorded before the rows were read, and not part of the export
+    # Recorded right after carol's login, before the rows were read, and not part of the export.
+    login = AccessEvent.objects.get(action="login", actor_username="carol")
+    assert record.seq == login.seq + 1
 
 
 def test_an_unfiltered_export_holds_the_whole_log(client, compliance_officer, history):
     _, lines = export(client, compliance_officer)
-    assert [int(line[0]) for line in lines[1:]] == list(range(1, 11))
-    assert AccessEvent.objects.latest("seq").reason == "10 rows; filter: no filter"
+    record = AccessEvent.objects.latest("seq")
+    assert record.action == "log-export"
+    # Every event before the export's own record: the history's 10 and the account events.
+    assert [int(line[0]) for line in lines[1:]] == list(range(1, record.seq))
+    assert document_events().filter(seq__lt=record.seq).count() == 10
+    assert record.reason == f"{record.seq - 1} rows; filter: no filter"
 
 
 def test_the_export_link_carries_the_filters(client, compliance_officer, history):
