@@ -55,8 +55,21 @@ def manage(env, *args, check=False):
 
 
 def test_check_deploy_passes_with_the_production_environment(tmp_path):
+    from reports.devcert import signing_cert_create
+
+    # Production signs its audit reports: a signing certificate and the CA that verifies it.
+    signer = signing_cert_create(tmp_path / "signing")
+    signing = {
+        "REPORT_SIGNING_P12": str(signer.p12),
+        "REPORT_SIGNING_P12_PASSPHRASE_FILE": str(signer.passphrase),
+        "REPORT_TRUST_ROOTS": str(signer.ca),
+    }
     result = manage(
-        environment(tmp_path, **PRODUCTION), "check", "--deploy", "--fail-level", "WARNING"
+        environment(tmp_path, **PRODUCTION, **signing),
+        "check",
+        "--deploy",
+        "--fail-level",
+        "WARNING",
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "no issues" in result.stdout
