@@ -27,7 +27,6 @@ from vault.middleware import accepts_uploads
 from .build import period_from_dates
 from .generate import report_generate, report_open
 from .models import Report
-from .signing import SigningUnavailable
 from .verify import report_verification_record, report_verify
 
 logger = logging.getLogger(__name__)
@@ -97,9 +96,7 @@ def report_create(request: HttpRequest) -> HttpResponse:
     period = period_from_dates(form.cleaned_data["first_day"], form.cleaned_data["last_day"])
     try:
         report = report_generate(period, user=request.user)
-    except SigningUnavailable as exc:
-        return _list_page(request, form, error=f"No report was made: {exc}", status=503)
-    except ImproperlyConfigured as exc:
+    except ImproperlyConfigured as exc:  # SigningUnavailable among them: never unsigned
         return _list_page(request, form, error=f"No report was made: {exc}", status=503)
     except RecordError:
         logger.exception("A report could not be recorded")
