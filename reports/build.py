@@ -20,7 +20,8 @@ from django.db.models.functions import TruncDate
 from django.utils import timezone
 
 from compliance.access_log import ChainReport, ChainStatus, chain_verify
-from compliance.models import GENESIS_HASH, AccessEvent
+from compliance.charts import ActivityBar, activity_chart_svg
+from compliance.models import GENESIS_HASH, AccessEvent, ScanFinding, ScanRun
 from vault import fileformat
 from vault.access import Action, Outcome
 from vault.keys import keyring
@@ -36,6 +37,7 @@ MAX_DOCUMENTS = 25
 MAX_INCIDENTS = 1000
 MAX_INCIDENT_REASONS = 50
 MAX_BARS = 400
+MAX_FINDINGS = 1000
 CSV_COLUMNS = (
     "seq",
     "when",
@@ -168,10 +170,21 @@ class Integrity:
 
 @dataclass
 class StorageCertification:
-    """SEAM(issue 7): the storage scan's facts for the report. No scan model exists yet."""
+    """The latest full storage scan at or before the period end, and what the report says of it.
 
-    available: bool
+    `scan` is None when no full scan had run by then; `in_period` says whether it ran in the period.
+    """
+
+    scan: ScanRun | None
+    in_period: bool
+    findings: list[ScanFinding]
+    finding_count: int
     note: str
+
+    @property
+    def available(self) -> bool:
+        """Return whether a full scan certified the storage in the period."""
+        return self.scan is not None and self.in_period and self.scan.certified
 
 
 @dataclass
@@ -372,18 +385,45 @@ def _encryption(period: Period) -> Encryption:
 
 
 def _storage_certification(period: Period) -> StorageCertification:
-    """SEAM(issue 7): return the latest full storage scan at or before the period end.
-
-    No scan model exists yet; the dashboard helper replaces this with the ScanRun lookup (time,
-    files, bytes, formats, key IDs, inventory digest, every finding).
-    """
+    """Return the latest full storage scan finished at or before the period end, and its verdict."""
+    scan = (
+        ScanRun.objects.filter(kind=ScanRun.Kind.FULL, finished_at__lt=period.end)
+        .order_by("-finished_at", "-id")
+        .first()
+    )
+    if scan is None:
+        return StorageCertification(
+            scan=None,
+            in_period=False,
+            findings=[],
+            finding_count=0,
+            note=(
+                "No full storage scan had run by the end of the period, so storage is not "
+                "certified by this report: nothing here proves that every stored object is "
+                "ciphertext. The encryption figures above come from the document records. Run "
+                "a full scan (vault_scan --full, or the dashboard's Scans page) before the period "
+                "ends."
+            ),
+        )
+    in_period = scan.finished_at >= period.start
+    findings = scan.findings.order_by("path", "kind")
+    count = findings.count()
+    if not in_period:
+        note = (
+            f"No full storage scan ran in the period; the latest one before it finished "
+            f"{timezone.localtime(scan.finished_at):%Y-%m-%d %H:%M %Z}, so storage is not "
+            f"certified for this period. That scan said: {scan.certification}"
+        )
+    elif scan.certified:
+        note = scan.certification
+    else:
+        note = f"The storage is not certified: {scan.certification}"
     return StorageCertification(
-        available=False,
-        note=(
-            "No storage scan exists in this version of Docvault, so storage is not certified by "
-            "this report: nothing here proves that every stored object is ciphertext. The "
-            "encryption figures above come from the document records, not from the storage."
-        ),
+        scan=scan,
+        in_period=in_period,
+        findings=list(findings[:MAX_FINDINGS]),
+        finding_count=count,
+        note=note,
     )
 
 
@@ -399,59 +439,26 @@ def activity_buckets(days: list[dict], first_day: date, last_day: date) -> tuple
     buckets: dict[date, dict] = {}
     day = first_day
     while day <= last_day:
-        buckets.setdefault(key(day), {"label": label(key(day)), "allowed": 0, "refused": 0})
+        buckets.setdefault(
+            key(day), {"label": label(key(day)), "allowed": 0, "denied": 0, "failed": 0}
+        )
         day += timedelta(days=1)
     for row in days:
         bucket = buckets.get(key(row["day"]))
         if bucket is not None:
             bucket["allowed"] += row.get(Outcome.ALLOWED, 0)
-            bucket["refused"] += row.get(Outcome.DENIED, 0) + row.get(Outcome.FAILED, 0)
+            bucket["denied"] += row.get(Outcome.DENIED, 0)
+            bucket["failed"] += row.get(Outcome.FAILED, 0)
     return unit, list(buckets.values())
 
 
-def _activity_svg(buckets: list[dict]) -> str:
-    """SEAM(issue 7): return the activity chart (allowed and refused per bucket) as an SVG string.
-
-    A plain pygal chart for now; the dashboard's shared chart function replaces it (one import).
-    """
-    import pygal
-    from pygal.style import Style
-
-    labels = [bucket["label"] for bucket in buckets]
-    allowed = [bucket["allowed"] for bucket in buckets]
-    refused = [bucket["refused"] for bucket in buckets]
-    chart = pygal.StackedBar(
-        js=[],
-        disable_xml_declaration=True,
-        width=900,
-        height=300,
-        show_dots=False,
-        legend_at_bottom=True,
-        x_label_rotation=0,
-        show_minor_x_labels=False,
-        x_labels_major_count=min(len(labels), 8),
-        truncate_label=-1,
-        style=Style(
-            background="white",
-            plot_background="white",
-            colors=("#3b6ea5", "#c0392b"),
-            font_family="DejaVu Sans",
-            label_font_size=11,
-            major_label_font_size=11,
-            legend_font_size=12,
-            guide_stroke_color="#d8dee4",
-            major_guide_stroke_color="#d8dee4",
-        ),
-        min_scale=3,
-        max_scale=6,
-        spacing=4,
-        margin=8,
-        margin_right=36,  # room for the last x label
-    )
-    chart.x_labels = labels
-    chart.add("Allowed", allowed)
-    chart.add("Denied or failed", refused)
-    return chart.render(is_unicode=True)
+def _activity_svg(period: Period, unit: str, buckets: list[dict]) -> str:
+    """Return the dashboard's activity chart of the period's buckets (day, month or year)."""
+    bars = [
+        ActivityBar(bucket["label"], bucket["allowed"], bucket["denied"], bucket["failed"])
+        for bucket in buckets
+    ]
+    return activity_chart_svg(period.first_day, period.last_day, bars=bars, unit=unit)
 
 
 def _access(period: Period) -> Access:
@@ -559,7 +566,7 @@ def _access(period: Period) -> Access:
         incident_reason_count=reasons.count(),
         days=day_rows,
         activity_unit=unit,
-        activity_svg=_activity_svg(buckets),
+        activity_svg=_activity_svg(period, unit, buckets),
     )
 
 
@@ -600,16 +607,20 @@ def _summary(content: ReportContent) -> list[SummaryLine]:
     encryption, access, integrity = content.encryption, content.access, content.integrity
     assert encryption and access and integrity and content.storage
     lines = []
-    if content.storage.available:
-        lines.append(SummaryLine("Every file encrypted", Level.OK, content.storage.note))
+    storage = content.storage
+    if storage.available:
+        lines.append(SummaryLine("Every file encrypted", Level.OK, storage.note))
+    elif storage.scan is not None and storage.in_period:
+        lines.append(SummaryLine("Every file encrypted", Level.FAILED, storage.note))
     else:
         lines.append(
             SummaryLine(
                 "Every file encrypted",
                 Level.ATTENTION,
-                f"Not certified: no storage scan exists. The document records list "
-                f"{encryption.total_files:,} files, {encryption.total_files - encryption.legacy_files:,}"
-                f" in the v1 format and {encryption.legacy_files:,} legacy Fernet files.",
+                f"Not certified: no full storage scan ran in the period. The document records "
+                f"list {encryption.total_files:,} files, "
+                f"{encryption.total_files - encryption.legacy_files:,} in the v1 format and "
+                f"{encryption.legacy_files:,} legacy Fernet files.",
             )
         )
     primary = encryption.keys[0]

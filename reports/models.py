@@ -1,9 +1,11 @@
 """The signed audit reports this system issued, each stored encrypted in the vault storage."""
 
 import uuid
+from datetime import date, timedelta
 
 from django.conf import settings
 from django.db import models
+from django.utils import timezone
 
 
 class Report(models.Model):
@@ -52,3 +54,13 @@ class Report(models.Model):
     def head(self) -> str:
         """Return the anchor as `SEQ:HASH`, the form `audit_verify --head` takes."""
         return f"{self.head_seq}:{self.head_hash}"
+
+    @property
+    def period_first_day(self) -> date:
+        """Return the first day the period covers, local time."""
+        return timezone.localtime(self.period_start).date()
+
+    @property
+    def period_last_day(self) -> date:
+        """Return the last day the period covers, local time (its end is exclusive)."""
+        return timezone.localtime(self.period_end - timedelta(microseconds=1)).date()

@@ -9,7 +9,7 @@ import io
 import logging
 from dataclasses import dataclass
 from datetime import datetime
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
@@ -17,6 +17,8 @@ from pyhanko.pdf_utils.reader import PdfFileReader
 from pyhanko.sign.validation import validate_pdf_signature
 from pyhanko.sign.validation.status import SignatureCoverageLevel
 from pyhanko_certvalidator import ValidationContext
+
+from vault.access import Access, Action, Outcome, access_context, access_record
 
 from .models import Report
 from .signing import trust_roots_load
@@ -183,6 +185,29 @@ def report_verify(stream: BinaryIO) -> ReportVerdict:
         md_algorithm=str(status.md_algorithm or "").upper().replace("SHA", "SHA-"),
         report=report,
     )
+
+
+def report_verification_record(
+    verdict: ReportVerdict, *, user: Any = None, request: Any = None, name: str = ""
+) -> None:
+    """Record a verification and its verdict; raise RecordError if it cannot be recorded."""
+    if verdict.problem:
+        result = f"cannot verify: {verdict.problem}"
+    else:
+        flags = (
+            ("intact", verdict.intact),
+            ("valid", verdict.valid),
+            ("trusted", verdict.trusted),
+            ("whole file", verdict.whole_file),
+        )
+        result = ", ".join(f"{label} {'yes' if flag else 'NO'}" for label, flag in flags)
+    issued = f"report {verdict.report.id}" if verdict.report else "not issued here"
+    verdict_word = "GOOD" if verdict.ok else "signature good" if verdict.signature_ok else "BAD"
+    reason = f"{verdict_word}: {result}; {issued}; sha256 {verdict.sha256}"
+    if name:
+        reason += f"; file {name[:120]}"
+    with access_context(action=Action.REPORT_VERIFIED, user=user, request=request) as context:
+        access_record(Access(Outcome.ALLOWED, context, reason=reason[:500]))
 
 
 def _brief(exc: BaseException) -> str:

@@ -25,7 +25,8 @@ def test_long_periods_are_drawn_in_coarser_buckets_and_keep_every_count(last_day
 
     assert got_unit == unit and len(buckets) <= MAX_BARS
     assert sum(bucket["allowed"] for bucket in buckets) == 7
-    assert sum(bucket["refused"] for bucket in buckets) == 4
+    assert sum(bucket["denied"] for bucket in buckets) == 1
+    assert sum(bucket["failed"] for bucket in buckets) == 3
 
 
 def test_a_period_of_dates_runs_from_local_midnight_to_local_midnight(settings):

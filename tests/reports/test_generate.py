@@ -13,6 +13,7 @@ from django.utils import timezone
 from pyhanko.pdf_utils.reader import PdfFileReader
 
 from compliance.models import AccessEvent
+from compliance.scan import storage_scan
 from reports.build import CSV_COLUMNS, period_make
 from reports.generate import report_generate, report_open
 from reports.models import Report
@@ -212,7 +213,7 @@ def test_the_text_holds_key_ids_iterations_and_counts_of_the_database(
     assert "Acme Marketplace Ltd" in text and "Jane Doe, dpo@acme.example" in text
     assert "Purposes of the processing not configured" in text
     assert str(report.id) in text and report.head in text.replace(" ", "")
-    assert "Not certified" in text  # no storage scan exists yet
+    assert "Not certified" in text and "No full storage scan had run" in text  # no scan yet
     assert "Valuation 2026" in text and "charlie" in text  # most read; refusals listed
     assert "Page 1 of" in text
 
@@ -301,3 +302,58 @@ def test_rotations_in_the_period_are_listed_with_their_key_ids(signing, officer,
     assert "3 rotation events in the period" in text
     # pdftotext reads this small table's last header cells after the first data cells.
     assert re.search(rf"{old_key} allowed (Files )?3 ", text)
+
+
+def test_a_full_scan_in_the_period_certifies_storage_with_its_line_and_digest(
+    signing, activity, officer, tmp_path
+):
+    scan = storage_scan(full=True, user=officer)
+    assert scan.certified
+    output = tmp_path / "report.pdf"
+
+    report_generate(whole_log(), user=officer, output=output)
+
+    text = pdftotext(output).replace(" ", "")
+    assert "Certified." in text
+    assert scan.certification.replace(" ", "") in text
+    assert scan.inventory_digest in text
+    assert "Notcertified" not in text
+    for key_id in scan.counts_by_key:
+        assert key_id in text
+
+
+def test_a_quick_scan_does_not_certify_and_a_full_one_outside_the_period_warns(
+    signing, activity, officer, tmp_path
+):
+    storage_scan(full=False, user=officer)
+    quick_only = tmp_path / "quick.pdf"
+    report_generate(whole_log(), user=officer, output=quick_only)
+    assert "No full storage scan had run" in pdftotext(quick_only)
+
+    scan = storage_scan(full=True, user=officer)
+    later = scan.finished_at + timedelta(seconds=1)
+    period = period_make(later, later + timedelta(days=1))
+    output = tmp_path / "later.pdf"
+    report_generate(period, user=officer, output=output)
+
+    text = pdftotext(output)
+    assert "Not certified." in text and "No full storage scan ran in the period" in text
+    assert scan.inventory_digest in text.replace(" ", "")
+
+
+def test_a_scan_that_finds_plaintext_fails_the_summary_and_lists_the_finding(
+    signing, activity, officer, tmp_path
+):
+    from django.core.files.base import ContentFile
+
+    default_storage.inner.save("stray/notes.txt", ContentFile(b"%PDF-1.7 plaintext here\n" * 4))
+    scan = storage_scan(full=True, user=officer)
+    assert not scan.certified
+    output = tmp_path / "report.pdf"
+
+    report_generate(whole_log(), user=officer, output=output)
+
+    text = pdftotext(output)
+    assert "Every file encrypted FAILED" in text
+    assert "stray/notes.txt" in text.replace(" ", "")
+    assert "Plaintext" in text
