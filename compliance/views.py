@@ -8,7 +8,7 @@ too, before it happens.
 import csv
 import logging
 from collections.abc import Iterable, Iterator
-from datetime import date, datetime, timedelta
+from datetime import date, timedelta
 from typing import Any
 
 from django.conf import settings
@@ -36,6 +36,7 @@ from vault.access import (
 
 from .access_log import chain_check_run
 from .charts import activity_chart_svg
+from .export import CSV_COLUMNS, csv_cell
 from .filters import AccessEventFilter
 from .models import AccessEvent, ChainCheck, ChainStatus, ScanRun
 from .overview import activity_by_day, day_start, key_inventory_get, vault_checks_run
@@ -203,41 +204,7 @@ def event_detail(request: HttpRequest, seq: int) -> HttpResponse:
 
 # CSV export --------------------------------------------------------------------------------------
 
-CSV_COLUMNS = (
-    "seq",
-    "when",
-    "actor_id",
-    "actor_username",
-    "action",
-    "outcome",
-    "reason",
-    "staff_read",
-    "document_id",
-    "document_title",
-    "stored_name",
-    "client_ip",
-    "user_agent",
-    "key_id",
-    "bytes_served",
-    "duration_ms",
-    "request_id",
-    "chain_key_id",
-    "prev_hash",
-    "hash",
-)
-# A spreadsheet runs a cell starting with one of these as a formula (CSV injection).
-FORMULA_START = frozenset("=+-@\t\r")
 CSV_ROWS_PER_CHUNK = 200
-
-
-def csv_cell(value: object) -> str:
-    """Return a value as CSV text a spreadsheet shows as text, never runs as a formula."""
-    if value is None:
-        return ""
-    if isinstance(value, datetime):
-        return value.isoformat()
-    text = str(value)
-    return "'" + text if text and text[0] in FORMULA_START else text
 
 
 class _Lines:

@@ -21,6 +21,7 @@ from django.utils import timezone
 
 from compliance.access_log import ChainReport, ChainStatus, chain_verify
 from compliance.charts import ActivityBar, activity_chart_svg
+from compliance.export import CSV_COLUMNS, FORMULA_START
 from compliance.models import GENESIS_HASH, AccessEvent, ScanFinding, ScanRun
 from vault import fileformat
 from vault.access import Action, Outcome
@@ -38,32 +39,11 @@ MAX_INCIDENTS = 1000
 MAX_INCIDENT_REASONS = 50
 MAX_BARS = 400
 MAX_FINDINGS = 1000
-CSV_COLUMNS = (
-    "seq",
-    "when",
-    "actor_id",
-    "actor_username",
-    "action",
-    "outcome",
-    "reason",
-    "staff_read",
-    "document_id",
-    "document_title",
-    "stored_name",
-    "client_ip",
-    "user_agent",
-    "key_id",
-    "bytes_served",
-    "duration_ms",
-    "request_id",
-    "chain_key_id",
-    "hash",
-)
 # Free-text columns a spreadsheet could read as a formula (=, +, -, @): prefixed with a quote.
 _CSV_TEXT_COLUMNS = frozenset(
     {"actor_username", "reason", "document_title", "stored_name", "user_agent", "request_id"}
 )
-_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+_FORMULA_START = tuple(FORMULA_START)
 
 NOT_CONFIGURED = "not configured"
 
@@ -334,17 +314,18 @@ def _encryption(period: Period) -> Encryption:
         KeyVersion("(not configured)", key_id, False, row["files"], row["bytes"] or 0)
         for key_id, row in sorted(by_key.items())
     ]
-    v1_files = sum(key.files for key in keys) + sum(key.files for key in unknown)
+    docvault_files = sum(key.files for key in keys) + sum(key.files for key in unknown)
     formats = []
-    if v1_files or not legacy:
+    if docvault_files or not legacy:
         formats.append(
             FormatInUse(
-                "Docvault v1",
+                "Docvault streaming format (v2; v1 until rotated)",
                 "AES-256-GCM in Google Tink's AES-GCM-HKDF streaming construction: a per-file "
                 "key from HKDF-SHA256 over a random 32-byte salt, "
                 f"{fileformat.SEGMENT_SIZE // (1 << 20)} MiB segments each authenticated, "
-                "the header (key ID, document binding) bound as associated data",
-                v1_files,
+                "the header (key ID; in v2 the document it belongs to) bound as associated data; "
+                "the storage certification below counts files per version",
+                docvault_files,
             )
         )
     if legacy:
@@ -352,7 +333,7 @@ def _encryption(period: Period) -> Encryption:
             FormatInUse(
                 "Legacy Fernet (first system)",
                 "Fernet: AES-128-CBC with HMAC-SHA256, the whole file as one token; read only, "
-                "rewritten in v1 by key rotation",
+                "rewritten as bound v2 by key rotation",
                 legacy["files"],
             )
         )
@@ -369,7 +350,7 @@ def _encryption(period: Period) -> Encryption:
         keys=keys,
         unknown_keys=unknown,
         legacy_files=legacy.get("files", 0),
-        total_files=v1_files + legacy.get("files", 0),
+        total_files=docvault_files + legacy.get("files", 0),
         kdf="PBKDF2-HMAC-SHA256, 32-byte output, once per key version and process",
         kdf_iterations=ring.iterations,
         kdf_salt_bytes=len((getattr(settings, "VAULT_KDF_SALT", "") or "").encode()),

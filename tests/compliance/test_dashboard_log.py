@@ -11,9 +11,9 @@ from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
 
+from compliance.export import CSV_COLUMNS, csv_cell
 from compliance.models import AccessEvent
 from compliance.tables import AccessEventTable
-from compliance.views import CSV_COLUMNS, csv_cell
 from tests.compliance import dashboard
 from tests.helpers import document_events, response_close
 from vault.access import Action, Outcome

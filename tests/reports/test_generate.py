@@ -12,9 +12,10 @@ from django.core.files.storage import default_storage
 from django.utils import timezone
 from pyhanko.pdf_utils.reader import PdfFileReader
 
+from compliance.export import CSV_COLUMNS
 from compliance.models import AccessEvent
 from compliance.scan import storage_scan
-from reports.build import CSV_COLUMNS, period_make
+from reports.build import period_make
 from reports.generate import report_generate, report_open
 from reports.models import Report
 from reports.signing import SigningUnavailable
