@@ -1,5 +1,6 @@
-"""The access log as CSV: one column set and one escaping rule for the dashboard's export and the
-signed reports' attachment."""
+"""The access log as CSV: the columns of the dashboard's export and of the signed reports'
+attachment, and the cell rule of the export (the report's writer quotes its free-text columns with
+the same formula characters, per column for speed)."""
 
 from datetime import datetime
 

@@ -1,4 +1,4 @@
-"""What the dashboard's overview shows, as plain functions the PDF reports reuse.
+"""What the dashboard's overview shows (the keys page reuses the key inventory), as plain functions.
 
 Nothing here returns a secret: keys appear as label and key ID, the KDF as algorithm, iterations
 and salt length.

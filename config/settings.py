@@ -223,6 +223,9 @@ ACCESS_LOG_PROXY_COUNT = int(env("ACCESS_LOG_PROXY_COUNT") or 0)
 # Key IDs of chain keys dropped from VAULT_KEYS on purpose; events under any other unknown key fail
 # verification as forged.
 ACCESS_LOG_RETIRED_KEY_IDS = env_list("ACCESS_LOG_RETIRED_KEY_IDS")
+# Seconds between the recorder's automatic publications of the chain head (0: only verifications and
+# `audit_publish_head` publish).
+ACCESS_LOG_HEAD_PUBLISH_INTERVAL = int(env("ACCESS_LOG_HEAD_PUBLISH_INTERVAL") or 86400)
 # Days an access event is kept; `audit_prune` removes older ones behind a checkpoint (never under a
 # legal hold). Two years by default.
 ACCESS_LOG_RETENTION_DAYS = int(env("ACCESS_LOG_RETENTION_DAYS") or 730)

@@ -1,8 +1,9 @@
 """The download views: permission check, safe stored names, recorded decryption, streamed response.
 
 Two routes serve a document: `/documents/<uuid>/download/` and the case study's `/vault/<path>` (the
-stored name under the media root). Both check the reader with one query, record refusals, and leave
-the record of a decryption to the storage's open, which writes it before any plaintext leaves.
+stored name under the media root). Both check a member with one query (a staff read adds the
+permission check and the row), record refusals, and leave the record of a decryption to the
+storage's open, which writes it before any plaintext leaves.
 
 Decisions, in the terms of RFC 9110:
 - Not a reader, or no such document: 404 either way (existence never leaks), recorded as DENIED.
