@@ -24,6 +24,8 @@ from pathlib import Path
 from .common import (
     PYTHON,
     ROOT,
+    PartResult,
+    SummaryRow,
     Table,
     bench_env,
     median,
@@ -95,8 +97,8 @@ def child_main(count: int, size: int, rounds: int) -> None:
     print(json.dumps({"seconds": seconds, "ratios": ratios}))
 
 
-def run(quick: bool) -> list[Table]:
-    """Measure rotation against a plain copy at a few file sizes; return the table."""
+def run(quick: bool) -> PartResult:
+    """Measure rotation against a plain copy at a few file sizes; return the table and summary."""
     cases = [(200, 10_000), (50, 1_000_000), (5, 20_000_000)]
     rounds = 5
     if quick:
@@ -165,7 +167,15 @@ def run(quick: bool) -> list[Table]:
             f"Target rotation >= {TARGET_RATIO:.0%} of the copy's throughput: {verdict} "
             f"(worst case {worst:.2f}x)."
         )
-    return [table]
+    summary = SummaryRow(
+        "rotation",
+        f"vault_rotate ({max(WORKERS)} workers) / a durable plain copy, worst of "
+        + ", ".join(size_label(size) for _, size in cases),
+        f">= {TARGET_RATIO:.2f}x",
+        ratio_text(worst),
+        "n/a (quick)" if quick else ("met" if worst >= TARGET_RATIO else "MISSED"),
+    )
+    return PartResult([table], [summary])
 
 
 def _verdict(ratio: float, workers: int, quick: bool) -> str:
