@@ -16,7 +16,17 @@ import tempfile
 import time
 from pathlib import Path
 
-from .common import PYTHON, ROOT, PartResult, SummaryRow, Table, bench_env, median, progress
+from .common import (
+    PYTHON,
+    ROOT,
+    PartResult,
+    SummaryRow,
+    Table,
+    bench_env,
+    child_json,
+    median,
+    progress,
+)
 
 WRITERS = 8
 TARGET_PER_SECOND = 1000
@@ -99,15 +109,6 @@ def _writers(env: dict[str, str], writers: int, count: int) -> dict:
     }
 
 
-def _child(args: list[str], env: dict[str, str]) -> str:
-    done = subprocess.run(
-        [PYTHON, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300, check=False
-    )
-    if done.returncode != 0:
-        raise RuntimeError(f"{' '.join(args[:3])} failed:\n{done.stderr[-3000:]}")
-    return done.stdout
-
-
 def run(quick: bool) -> PartResult:
     """Measure appends per second with 8 writers (and 1 for reference) on PostgreSQL."""
     from tests.postgres import postgres_start
@@ -123,13 +124,17 @@ def run(quick: bool) -> PartResult:
         env = bench_env(Path(folder), "config.settings")
         with postgres_start() as server:
             env["DATABASE_URL"] = server.database_create("docvault_chain")
-            _child(["manage.py", "migrate", "--noinput", "--verbosity", "0"], env)
+            subprocess.run(
+                [PYTHON, "manage.py", "migrate", "--noinput", "--verbosity", "0"],
+                cwd=ROOT,
+                env=env,
+                check=True,
+                timeout=300,
+            )
             for writers in (1, WRITERS):
                 progress(f"chain: {writers} writer(s) x {count} appends")
                 rows[writers] = _writers(env, writers, count)
-            check = json.loads(
-                _child(["-m", "bench.chain", "verify"], env).strip().splitlines()[-1]
-            )
+            check = child_json("chain", ["verify"], env, timeout=300)
     for writers, figures in rows.items():
         table.rows.append(
             [

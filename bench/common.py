@@ -2,6 +2,7 @@
 
 import datetime
 import hashlib
+import json
 import os
 import platform
 import re
@@ -14,6 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS_PATH = ROOT / "bench" / "RESULTS.md"
@@ -207,6 +209,35 @@ def children_pids(pid: int) -> list[int]:
             if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
                 found.append(int(entry.name))
     return found
+
+
+def child_json(
+    module: str,
+    arguments: Sequence[str],
+    env: dict[str, str],
+    *,
+    timeout: float = 3600,
+    capture_stderr: bool = True,
+) -> Any:
+    """Run `python -m bench.MODULE ARGUMENTS...` in a fresh process; return its last line as JSON.
+
+    A child that fails raises RuntimeError with the end of its stderr (or, with
+    `capture_stderr=False`, lets its stderr, its progress lines, through to ours as it runs).
+    """
+    done = subprocess.run(
+        [PYTHON, "-m", f"bench.{module}", *arguments],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE if capture_stderr else None,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    if done.returncode != 0:
+        detail = done.stderr[-3000:] if capture_stderr else "see its stderr above"
+        raise RuntimeError(f"bench.{module} {' '.join(arguments[:2])} failed:\n{detail}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def free_port() -> int:

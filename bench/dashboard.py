@@ -12,7 +12,6 @@ test client, interleaved over several repetitions, and prints the medians as JSO
 import json
 import random
 import statistics
-import subprocess
 import sys
 import time
 import uuid
@@ -20,7 +19,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from .common import PYTHON, ROOT, PartResult, SummaryRow, Table, bench_env, progress
+from .common import ROOT, PartResult, SummaryRow, Table, bench_env, child_json, progress
 
 TARGET_MS = 300.0
 CHILD_TIMEOUT = 3600
@@ -258,18 +257,13 @@ def run(quick: bool) -> PartResult:
     folder.mkdir(parents=True, exist_ok=True)
     env = bench_env(folder, "config.settings")
     progress(f"dashboard: measuring pages on a {events:,}-event log")
-    done = subprocess.run(
-        [PYTHON, "-m", "bench.dashboard", "child", str(folder), str(events)],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        text=True,
+    result = child_json(
+        "dashboard",
+        ["child", str(folder), str(events)],
+        env,
         timeout=CHILD_TIMEOUT,
-        check=False,
+        capture_stderr=False,
     )
-    if done.returncode != 0:
-        raise RuntimeError(f"dashboard child failed (exit {done.returncode}); see its stderr above")
-    result = json.loads(done.stdout.strip().splitlines()[-1])
     table = Table(
         f"Access-log pages on a {result['events']:,}-event log (Django test client, SQLite)"
         + (" (QUICK smoke run, not for quoting)" if quick else ""),

@@ -13,7 +13,6 @@ clear_refs) and read before and after the one operation:
 import gc
 import hashlib
 import json
-import subprocess
 import sys
 import tempfile
 import time
@@ -21,12 +20,11 @@ from pathlib import Path
 
 from .common import (
     MIB,
-    PYTHON,
-    ROOT,
     PartResult,
     SummaryRow,
     Table,
     bench_env,
+    child_json,
     peak_reset,
     proc_status,
     progress,
@@ -79,22 +77,6 @@ def child_main(operation: str, argument: str) -> None:
     print(json.dumps(result))
 
 
-def _child_run(operation: str, argument: str, env: dict[str, str]) -> dict[str, object]:
-    """Run one child and return its JSON; raise with its stderr if it fails."""
-    done = subprocess.run(
-        [PYTHON, "-m", "bench.memory", "child", operation, argument],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=CHILD_TIMEOUT,
-        check=False,
-    )
-    if done.returncode != 0:
-        raise RuntimeError(f"memory child {operation} failed:\n{done.stderr[-3000:]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
-
-
 def run(quick: bool) -> PartResult:
     """Measure the storage's peak memory growth at 1 GB (quick: 64 MB) and return the table."""
     size = 64_000_000 if quick else 1_000_000_000
@@ -111,10 +93,14 @@ def run(quick: bool) -> PartResult:
         progress(f"memory: writing {size_label(size)} of random plaintext")
         expected = random_file_write(plaintext, size)
         progress("memory: encrypting through the storage in a fresh process")
-        encrypted = _child_run("encrypt", str(plaintext), env)
+        encrypted = child_json(
+            "memory", ["child", "encrypt", str(plaintext)], env, timeout=CHILD_TIMEOUT
+        )
         plaintext.unlink()
         progress("memory: decrypting through the storage in a fresh process")
-        decrypted = _child_run("decrypt", str(encrypted["name"]), env)
+        decrypted = child_json(
+            "memory", ["child", "decrypt", str(encrypted["name"])], env, timeout=CHILD_TIMEOUT
+        )
         if decrypted["sha256"] != expected:
             raise RuntimeError("memory: the decrypted plaintext differs from the original")
         for operation, result in (("encrypt (save)", encrypted), ("decrypt (open)", decrypted)):

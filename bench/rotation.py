@@ -15,19 +15,17 @@ Target (issue 7): rotation throughput at least half of the copy's (ratio >= 0.5)
 
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 from .common import (
-    PYTHON,
-    ROOT,
     PartResult,
     SummaryRow,
     Table,
     bench_env,
+    child_json,
     median,
     progress,
     ratio_text,
@@ -123,18 +121,12 @@ def run(quick: bool) -> PartResult:
         with tempfile.TemporaryDirectory(prefix="docvault-bench-rotation-") as folder:
             env = bench_env(Path(folder), "config.settings")
             env["VAULT_KEYS"] = f"{KEY_A},{KEY_B}"
-            done = subprocess.run(
-                [PYTHON, "-m", "bench.rotation", "child", str(count), str(size), str(rounds)],
-                cwd=ROOT,
-                env=env,
-                capture_output=True,
-                text=True,
+            result = child_json(
+                "rotation",
+                ["child", str(count), str(size), str(rounds)],
+                env,
                 timeout=CHILD_TIMEOUT,
-                check=False,
             )
-        if done.returncode != 0:
-            raise RuntimeError(f"rotation child failed:\n{done.stderr[-3000:]}")
-        result = json.loads(done.stdout.strip().splitlines()[-1])
         volume = count * size / 1e6
         copy_rate = volume / median(result["seconds"]["copy"])
         for workers in WORKERS:

@@ -15,7 +15,6 @@ so that a scan finds nothing and certifies.
 
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -24,12 +23,11 @@ from pathlib import Path
 
 from .common import (
     MIB,
-    PYTHON,
-    ROOT,
     PartResult,
     SummaryRow,
     Table,
     bench_env,
+    child_json,
     median,
     progress,
     ratio_text,
@@ -175,21 +173,6 @@ def child_main(part: str, argument: str) -> None:
     print(json.dumps(result))
 
 
-def _child_run(part: str, argument: str, env: dict[str, str]) -> dict:
-    done = subprocess.run(
-        [PYTHON, "-m", "bench.scan", "child", part, argument],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=CHILD_TIMEOUT,
-        check=False,
-    )
-    if done.returncode != 0:
-        raise RuntimeError(f"scan child {part} failed:\n{done.stderr[-3000:]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
-
-
 def run(quick: bool) -> PartResult:
     """Measure the quick and the full scan; return their tables and summary rows."""
     count = 2_000 if quick else 20_000
@@ -199,7 +182,12 @@ def run(quick: bool) -> PartResult:
         progress(f"scan: quick scan of {count:,} small files")
         quick_dir = Path(folder) / "quick"
         quick_dir.mkdir()
-        result = _child_run("quick", str(count), bench_env(quick_dir, "config.settings"))
+        result = child_json(
+            "scan",
+            ["child", "quick", str(count)],
+            bench_env(quick_dir, "config.settings"),
+            timeout=CHILD_TIMEOUT,
+        )
     rates = [result["files"] / seconds for seconds in result["seconds"]]
     rate = median(rates)
     table = Table(
@@ -243,8 +231,11 @@ def run(quick: bool) -> PartResult:
         progress("scan: full scan against a raw read of the same files")
         full_dir = Path(folder) / "full"
         full_dir.mkdir()
-        result = _child_run(
-            "full", "quick" if quick else "all", bench_env(full_dir, "config.settings")
+        result = child_json(
+            "scan",
+            ["child", "full", "quick" if quick else "all"],
+            bench_env(full_dir, "config.settings"),
+            timeout=CHILD_TIMEOUT,
         )
     samples = result["seconds"]
     raw, full = samples["raw read"], samples["full scan"]
