@@ -35,7 +35,7 @@ from .documents import TITLE_MAX_LENGTH, document_metadata_refresh
 from .fileformat import DecryptionError, Kind
 from .models import Company, Document, document_metadata_set
 from .paths import stored_name_validate, stored_path_check
-from .rotation import DERIVED_FIELDS, file_state_describe, stored_file_replace
+from .rotation import DERIVED_FIELDS, file_bound_to, file_state_describe, stored_file_replace
 from .storage import EncryptedStorage, legacy_read_enabled
 
 IMPORT_TEMP_PREFIX = ".docvault-import-"
@@ -239,7 +239,7 @@ def _path_problem(path: str, storage: EncryptedStorage) -> str:
 
 
 def _file_problems(found: fileformat.Classification, document: Document | None) -> list[str]:
-    own = document is not None and found.document_id == document.pk.bytes
+    own = document is not None and file_bound_to(found, document)
     if found.kind is Kind.V2 and any(found.document_id or b"") and not own:
         return ["the file was written for another document"]
     if found.kind is Kind.LEGACY and not legacy_read_enabled():
@@ -269,7 +269,7 @@ def _line_import(
         else file_state_describe(line.found)
     )
     document = line.document
-    bound = document is not None and line.found.document_id == document.pk.bytes
+    bound = document is not None and file_bound_to(line.found, document)
     extra = {"operator": operator} if operator else {}
     if bound:
         agrees = (document.key_id, document.file_id) == (

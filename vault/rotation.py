@@ -125,7 +125,7 @@ def document_rotate(
     refusal = _binding_refusal(found, document)
     if refusal:
         return Rotation(name, document.pk, Status.FAILED, before, reason=refusal)
-    bound_here = found.kind is Kind.V2 and found.document_id == document.pk.bytes
+    bound_here = file_bound_to(found, document)
     extra = {"operator": operator} if operator else {}
     if bound_here and found.key_id == primary:
         if document.key_id == primary.hex() and document.file_id == (found.file_id or b"").hex():
@@ -280,11 +280,20 @@ def file_state_describe(found: fileformat.Classification) -> str:
     return text
 
 
+def file_bound_to(found: fileformat.Classification, document: Document) -> bool:
+    """Return whether the file's header names this document (v2 only).
+
+    Read from the header alone, to decide what to do; opening the file checks the binding again,
+    authenticated (`vault.storage.bound_check`).
+    """
+    return found.kind is Kind.V2 and found.document_id == document.pk.bytes
+
+
 def _binding_refusal(found: fileformat.Classification, document: Document) -> str:
     """Return why this file must not become the document's file, or ''."""
     if found.kind is Kind.UNKNOWN:
         return "not a Docvault or Fernet file"
-    if found.kind is Kind.V2 and found.document_id != document.pk.bytes:
+    if found.kind is Kind.V2 and not file_bound_to(found, document):
         if found.document_id == fileformat.NO_DOCUMENT:
             # As a download refuses it: written outside any document (vault_encrypt), nobody vouched.
             return "the stored file names no document (adopt it with vault_import)"
