@@ -129,6 +129,12 @@ class AccessEvent(models.Model):
         raise AppendOnlyError("Access events are never deleted.")
 
 
+def access_event_latest(*, using: str | None = None) -> AccessEvent | None:
+    """Return the log's last event (seq, hash and when loaded), or None if the log is empty."""
+    # The unique index on seq, read backwards: one row, whatever the size of the log.
+    return AccessEvent.objects.using(using).order_by("-seq").only("seq", "hash", "when").first()
+
+
 class ChainCheck(models.Model):
     """One verification of the access log's chain: when, by whom, how, and what it found.
 
@@ -240,6 +246,11 @@ class ScanRun(models.Model):
             (kind.value, kind.label, self.finding_counts[kind], kind in ScanFinding.NOTICES)
             for kind in kinds
         ]
+
+
+def scan_run_latest() -> ScanRun | None:
+    """Return the scan that finished last, or None if none has run: what storage is known to hold."""
+    return ScanRun.objects.order_by("-finished_at", "-id").first()
 
 
 class ScanFinding(models.Model):

@@ -19,7 +19,7 @@ from django.views.decorators.http import require_POST, require_safe
 
 from vault.access import RecordError
 
-from .models import ScanFinding, ScanRun
+from .models import ScanFinding, ScanRun, scan_run_latest
 from .permissions import officer_required
 from .scan import storage_scan
 
@@ -126,7 +126,7 @@ def scan_list(request: HttpRequest) -> HttpResponse:
         "compliance/scan_list.html",
         {
             "table": table,
-            "latest_scan": ScanRun.objects.first(),
+            "latest_scan": scan_run_latest(),
             "scan_max_age_days": getattr(settings, "DASHBOARD_SCAN_MAX_AGE_DAYS", 7),
         },
     )

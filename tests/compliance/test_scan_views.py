@@ -176,3 +176,22 @@ def test_the_status_snippet_flags_an_old_scan(compliance_officer):
     html = render_to_string("compliance/snippets/scan_status.html", context)
     assert "The last scan is 8 days old" in html
     assert "certified" in html and run.certification in html
+
+
+def test_every_page_shows_the_scan_that_finished_last(client, compliance_officer):
+    scan_storage().save(PLANTED, ContentFile(b"Board minutes: confidential.\n"))
+    inner = []
+
+    def scan_inside(entry):
+        # Started after the outer scan, finished before it: the outer one finished last.
+        if not inner:
+            inner.append(storage_scan(user=compliance_officer))
+
+    outer = storage_scan(user=compliance_officer, progress=scan_inside)
+    assert outer.started_at < inner[0].started_at <= inner[0].finished_at < outer.finished_at
+    client.force_login(compliance_officer)
+    for name in ("compliance:overview", "compliance:scan_list", "compliance:keys"):
+        response = client.get(reverse(name))
+        assert response.status_code == 200
+        latest = response.context.get("latest_scan") or response.context["status"].scan
+        assert latest == outer, name
