@@ -36,6 +36,7 @@ from vault.fileformat import DecryptionError, Kind
 from vault.keys import KeyRing, keyring
 from vault.mime import SNIFF_BYTES, UNKNOWN, mime_sniff
 from vault.models import Document
+from vault.paths import os_error_describe
 from vault.storage import EncryptedStorage, legacy_max_size
 
 from .models import ScanFinding, ScanRun
@@ -415,7 +416,7 @@ def storage_scan(
             continue  # deleted since it was listed: no longer part of the storage
         except OSError as exc:
             entry = FileEntry(
-                name, 0, FORMAT_UNKNOWN, problem=Finding.UNREADABLE, detail=_os_error(exc)
+                name, 0, FORMAT_UNKNOWN, problem=Finding.UNREADABLE, detail=os_error_describe(exc)
             )
         tally.add(entry)
         if progress is not None:
@@ -479,10 +480,6 @@ def _printable(name: str) -> str:
     # A local file name that is not UTF-8 reaches Python as lone surrogates, which no database
     # column and no UTF-8 file accepts.
     return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
-
-
-def _os_error(exc: OSError) -> str:
-    return f"cannot read: {exc.strerror or exc}"
 
 
 def _run_build(

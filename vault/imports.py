@@ -34,7 +34,7 @@ from .atomic import TEMP_SUFFIX
 from .documents import TITLE_MAX_LENGTH, document_metadata_refresh
 from .fileformat import DecryptionError, Kind
 from .models import Company, Document, document_metadata_set
-from .paths import stored_name_validate, stored_path_check
+from .paths import os_error_describe, stored_name_validate, stored_path_check
 from .rotation import DERIVED_FIELDS, file_bound_to, file_state_describe, stored_file_replace
 from .storage import EncryptedStorage, legacy_read_enabled
 
@@ -140,7 +140,7 @@ def manifest_import(
         except DecryptionError as exc:
             raise ImportFailed(line.line, line.path, exc.reason) from exc
         except OSError as exc:
-            raise ImportFailed(line.line, line.path, f"{type(exc).__name__}: {exc}") from exc
+            raise ImportFailed(line.line, line.path, os_error_describe(exc)) from exc
     return report
 
 
@@ -208,8 +208,12 @@ def manifest_validate(manifest: TextIO, storage: EncryptedStorage) -> list[Manif
                 document.company_id != getattr(company, "pk", None) or document.title != title
             ):
                 problems.append(f"path {path!r} already belongs to document {document.pk}")
-            found = storage.classify(path)
-            problems.extend(_file_problems(found, document))
+            try:
+                found = storage.classify(path)
+            except OSError as exc:
+                problems.append(os_error_describe(exc))
+            else:
+                problems.extend(_file_problems(found, document))
         if problems:
             errors.append(f"line {number}: {'; '.join(problems)}.")
             continue

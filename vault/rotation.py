@@ -37,6 +37,7 @@ from .fileformat import DecryptionError, Kind
 from .keys import keyring
 from .models import Document, document_metadata_set
 from .objectstore import ObjectChangedError, object_replace
+from .paths import os_error_describe
 from .storage import EncryptedStorage, StoredFile, _header_fields, _Tally, stored_file_describe
 
 ROTATE_TEMP_PREFIX = ".docvault-rotate-"
@@ -119,7 +120,7 @@ def document_rotate(
     except FileNotFoundError:
         return Rotation(name, document.pk, Status.MISSING, reason="no such file in storage")
     except OSError as exc:
-        return Rotation(name, document.pk, Status.FAILED, reason=_os_reason(exc))
+        return Rotation(name, document.pk, Status.FAILED, reason=os_error_describe(exc))
     before = file_state_describe(found)
     after = f"v2 key {primary.hex()}"
     refusal = _binding_refusal(found, document)
@@ -369,13 +370,9 @@ def _tally(report: RotationReport, rotation: Rotation) -> None:
     report.plaintext_bytes += rotation.size
 
 
-def _reason(exc: BaseException) -> str:
+def _reason(exc: DecryptionError | OSError) -> str:
     if isinstance(exc, DecryptionError):
         return exc.reason
     if isinstance(exc, ObjectChangedError):
         return str(exc)
-    return _os_reason(exc)
-
-
-def _os_reason(exc: BaseException) -> str:
-    return f"stored file unreadable or unwritable ({type(exc).__name__}: {exc})"
+    return os_error_describe(exc)

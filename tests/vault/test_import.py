@@ -154,6 +154,23 @@ def test_a_file_bound_to_another_document_is_refused(acme):
         manifest_import(manifest([name, "Acme", "Copy", "", ""]))
 
 
+def test_a_file_that_cannot_be_read_is_a_bad_line_and_nothing_is_imported(acme, media_root):
+    good = plant("company_docs/a.pdf", PDF)
+    loop = media_root / "company_docs" / "loop.pdf"
+    loop.symlink_to(loop)  # every open fails, whoever runs the test
+
+    with pytest.raises(ManifestError) as refused:
+        manifest_import(
+            manifest([good, "Acme", "A", "", ""], ["company_docs/loop.pdf", "Acme", "B", "", ""])
+        )
+
+    assert refused.value.errors == [
+        f"line 3: cannot use {loop}: Too many levels of symbolic links."
+    ]
+    assert not Document.objects.exists()
+    assert stored(good) == PDF
+
+
 def test_a_dry_run_validates_lists_and_changes_nothing(acme):
     name = plant("company_docs/a.pdf", PDF)
 

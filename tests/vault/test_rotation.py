@@ -256,6 +256,18 @@ def test_a_missing_file_is_reported(acme):
     assert document_rotate(document).status is Status.MISSING
 
 
+def test_an_unreadable_file_is_reported_with_the_systems_reason(acme):
+    document = document_upload(acme, PDF, "a.pdf")
+    path = default_storage.inner.path(document.file.name)
+    os.remove(path)
+    os.symlink(path, path)  # a link to itself: every open fails, whoever runs the test
+
+    rotation = document_rotate(document)
+
+    assert rotation.status is Status.FAILED
+    assert rotation.reason == f"cannot use {path}: Too many levels of symbolic links"
+
+
 # The whole storage -------------------------------------------------------------------------------
 
 
