@@ -31,7 +31,7 @@ from django.db import connections, router, transaction
 from django.utils import timezone
 
 from vault import fileformat
-from vault.access import Access, Action, Outcome, access_context, access_record
+from vault.access import Access, Action, Outcome, access_context, access_record, actor_identify
 from vault.fileformat import DecryptionError, Kind
 from vault.keys import KeyRing, keyring
 from vault.mime import SNIFF_BYTES, UNKNOWN, mime_sniff
@@ -493,14 +493,13 @@ def _run_build(
 ) -> ScanRun:
     counts = Counter(finding.kind for finding in tally.findings)
     blocking = {kind: n for kind, n in counts.items() if kind not in ScanFinding.NOTICES}
+    actor, actor_username = actor_identify(user, operator)
     run = ScanRun(
         started_at=started_at,
         finished_at=finished_at,
         kind=ScanRun.Kind.FULL if full else ScanRun.Kind.QUICK,
-        actor=user if getattr(user, "is_authenticated", False) else None,
-        actor_username=(
-            user.get_username() if getattr(user, "is_authenticated", False) else operator
-        )[:150],
+        actor=actor,
+        actor_username=actor_username,
         storage=_storage_describe(storage),
         files=tally.files,
         bytes=tally.bytes,
