@@ -19,7 +19,7 @@ from django.core.management import CommandError, call_command
 from compliance.models import AccessEvent
 from tests.helpers import document_upload, response_close
 from tests.vault.test_rotation import CRASH_TIMEOUT, _crash_env, _run
-from vault import access, fileformat
+from vault import fileformat
 from vault.imports import ImportFailed, ManifestError, Status, manifest_import
 from vault.keys import keyring
 from vault.models import Document
@@ -229,20 +229,19 @@ def test_the_command_imports_and_reports_bad_lines(acme, tmp_path, capsys):
     assert Document.objects.get(file=name).title == "A"
 
 
-def test_the_command_imports_nothing_when_the_access_log_cannot_be_written(acme, tmp_path):
+def test_the_command_imports_nothing_when_the_access_log_cannot_be_written(
+    acme, tmp_path, no_recorder
+):
     name = plant("company_docs/a.pdf", PDF)
     good = tmp_path / "manifest.csv"
     good.write_text(f"path,company,title\n{name},Acme,A\n")
-    saved = access._recorder
-    access.recorder_register(None)
-    try:
-        with pytest.raises(
-            CommandError,
-            match=r"No access recorder is registered.* Run the command again once the access log",
-        ):
-            call_command("vault_import", str(good))
-    finally:
-        access.recorder_register(saved)
+
+    with pytest.raises(
+        CommandError,
+        match=r"No access recorder is registered.* Run the command again once the access log",
+    ):
+        call_command("vault_import", str(good))
+
     assert not Document.objects.exists()
     assert stored(name) == PDF
 
