@@ -8,8 +8,21 @@ from django.http import HttpRequest
 from .models import AccessEvent, ChainCheck
 
 
+class ReadOnlyAdmin(admin.ModelAdmin):
+    """Rows shown, never added, changed or deleted here: only their own code path writes them."""
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
 @admin.register(AccessEvent)
-class AccessEventAdmin(admin.ModelAdmin):
+class AccessEventAdmin(ReadOnlyAdmin):
     list_display = [
         "seq",
         "when",
@@ -29,18 +42,9 @@ class AccessEventAdmin(admin.ModelAdmin):
     show_full_result_count = False
     list_per_page = 50
 
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
 
 @admin.register(ChainCheck)
-class ChainCheckAdmin(admin.ModelAdmin):
+class ChainCheckAdmin(ReadOnlyAdmin):
     """Past verifications of the chain, read-only: they are written by chain_check_run()."""
 
     list_display = [
@@ -54,12 +58,3 @@ class ChainCheckAdmin(admin.ModelAdmin):
     ]
     list_filter = ["status", "via"]
     ordering = ["-when"]
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False

@@ -22,7 +22,6 @@ from datetime import UTC, datetime, timedelta
 from django.conf import settings
 from django.core.files.base import ContentFile
 from django.core.files.storage import FileSystemStorage, Storage, default_storage
-from django.db import router
 from django.utils import timezone
 
 from vault.keys import PURPOSE_CHAIN_HEAD, keyring
@@ -195,14 +194,9 @@ def chain_head_schedule_reset() -> None:
 
 def chain_head_publish_current(*, using: str | None = None) -> PublishedHead | None:
     """Publish the log's last event as the head, unverified (it pins it); None if the log is empty."""
-    from .models import AccessEvent
+    from .models import access_event_latest
 
-    last = (
-        AccessEvent.objects.using(using or router.db_for_read(AccessEvent))
-        .order_by("-seq")
-        .values_list("seq", "hash")
-        .first()
-    )
+    last = access_event_latest(using=using)
     if last is None:
         return None
-    return chain_head_publish(*last)
+    return chain_head_publish(last.seq, last.hash)

@@ -12,7 +12,7 @@ from django.shortcuts import render
 from django.urls import path
 from django.views.decorators.http import require_safe
 
-from .models import ScanRun
+from .models import ScanRun, scan_run_latest
 from .overview import KeyRow, key_inventory_get
 from .permissions import officer_required
 from .scan import FORMAT_LEGACY, FORMAT_V1
@@ -61,7 +61,7 @@ class RotationStatus:
 def key_rotation_status() -> tuple[list[KeyPageRow], RotationStatus, str]:
     """Return the key table, the rotation status and the key ring's error ('' if none)."""
     inventory = key_inventory_get()
-    scan = ScanRun.objects.order_by("-finished_at", "-id").first()
+    scan = scan_run_latest()
     by_key = scan.counts_by_key if scan is not None else {}
     rows = [
         KeyPageRow(row, by_key.get(row.key_id, {}).get("files", 0) if scan else None)

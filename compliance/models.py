@@ -6,7 +6,7 @@ from django.conf import settings
 from django.db import models
 from django.utils import timezone
 
-from vault.access import Action, Outcome
+from vault.access import Action, Outcome, actor_identify
 
 GENESIS_HASH = "0" * 64
 
@@ -129,7 +129,36 @@ class AccessEvent(models.Model):
         raise AppendOnlyError("Access events are never deleted.")
 
 
-class ChainCheck(models.Model):
+def access_event_latest(*, using: str | None = None) -> AccessEvent | None:
+    """Return the log's last event (seq, hash and when loaded), or None if the log is empty."""
+    # The unique index on seq, read backwards: one row, whatever the size of the log.
+    return AccessEvent.objects.using(using).order_by("-seq").only("seq", "hash", "when").first()
+
+
+class RequestedBy(models.Model):
+    """Who asked for a chain operation (a user, or the OS user of a command) and through what."""
+
+    requested_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="+",
+    )
+    requested_by_username = models.CharField(max_length=150, blank=True)
+    via = models.CharField(max_length=16, help_text="command, dashboard, ...")
+
+    class Meta:
+        abstract = True
+
+    @staticmethod
+    def requested_by_fields(user: Any, operator: str, via: str) -> dict[str, Any]:
+        """Return the three fields for a request by `user` (or `operator`) through `via`."""
+        requester, username = actor_identify(user, operator)
+        return {"requested_by": requester, "requested_by_username": username, "via": via[:16]}
+
+
+class ChainCheck(RequestedBy):
     """One verification of the access log's chain: when, by whom, how, and what it found.
 
     Written by `compliance.access_log.chain_check_run()` (the `audit_verify` command, the
@@ -150,15 +179,6 @@ class ChainCheck(models.Model):
         default=False, help_text="Whether the head reached was published to the heads file."
     )
     summary = models.TextField()
-    requested_by = models.ForeignKey(
-        settings.AUTH_USER_MODEL,
-        on_delete=models.SET_NULL,
-        null=True,
-        blank=True,
-        related_name="+",
-    )
-    requested_by_username = models.CharField(max_length=150, blank=True)
-    via = models.CharField(max_length=16, help_text="command, dashboard, ...")
 
     class Meta:
         ordering = ["-when", "-id"]
@@ -242,6 +262,11 @@ class ScanRun(models.Model):
         ]
 
 
+def scan_run_latest() -> ScanRun | None:
+    """Return the scan that finished last, or None if none has run: what storage is known to hold."""
+    return ScanRun.objects.order_by("-finished_at", "-id").first()
+
+
 class ScanFinding(models.Model):
     """One thing a scan found wrong, or worth an operator's look, about a stored file or a document."""
 
@@ -288,7 +313,7 @@ class ScanFinding(models.Model):
         return self.kind in self.NOTICES
 
 
-class ChainCheckpoint(models.Model):
+class ChainCheckpoint(RequestedBy):
     """Where the access log was cut by `audit_prune`: the events removed and the chain at the cut.
 
     Written by `compliance.retention.audit_prune()` in the transaction that removes the events,
@@ -307,15 +332,6 @@ class ChainCheckpoint(models.Model):
     cutoff = models.DateTimeField(help_text="Events older than this were removed.")
     retention_days = models.PositiveIntegerField()
     event_seq = models.PositiveBigIntegerField(help_text="The prune event that vouches for it.")
-    requested_by = models.ForeignKey(
-        settings.AUTH_USER_MODEL,
-        on_delete=models.SET_NULL,
-        null=True,
-        blank=True,
-        related_name="+",
-    )
-    requested_by_username = models.CharField(max_length=150, blank=True)
-    via = models.CharField(max_length=16, help_text="command, dashboard, ...")
 
     class Meta:
         ordering = ["-last_seq", "-id"]

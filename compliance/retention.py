@@ -17,7 +17,7 @@ from django.db.models import Max
 from django.http import HttpRequest
 from django.utils import timezone
 
-from vault.access import Access, AccessContext, Action, Outcome
+from vault.access import Access, AccessContext, Action, Outcome, actor_identify
 
 from . import heads
 from .access_log import (
@@ -103,7 +103,7 @@ def legal_hold_set(
     reason = " ".join(str(reason or "").split())[:400]
     if not reason:
         raise ValueError("Say why the legal hold changes: the reason is required.")
-    username = user.get_username() if getattr(user, "is_authenticated", False) else operator
+    set_by, set_by_username = actor_identify(user, operator)
     context = AccessContext(
         action=Action.LEGAL_HOLD, user=user, request=request, extra={"operator": operator}
     )
@@ -115,8 +115,8 @@ def legal_hold_set(
             when=event.when,
             on=on,
             reason=reason,
-            set_by=user if getattr(user, "is_authenticated", False) else None,
-            set_by_username=username[:150],
+            set_by=set_by,
+            set_by_username=set_by_username,
             event_seq=event.seq,
         )
 
@@ -170,7 +170,6 @@ def access_log_prune(
             Outcome.FAILED,
         )
     _, chain_hash, digest = report.captured
-    username = user.get_username() if getattr(user, "is_authenticated", False) else operator
     context = AccessContext(action=Action.PRUNE, user=user, extra={"operator": operator})
     try:
         with transaction.atomic(using=alias):
@@ -195,9 +194,7 @@ def access_log_prune(
                 cutoff=cutoff,
                 retention_days=days,
                 event_seq=event.seq,
-                requested_by=user if getattr(user, "is_authenticated", False) else None,
-                requested_by_username=username[:150],
-                via=via[:16],
+                **ChainCheckpoint.requested_by_fields(user, operator, via),
             )
             deleted = _events_delete(alias, first, last)
             if deleted != count:

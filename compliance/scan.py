@@ -31,11 +31,12 @@ from django.db import connections, router, transaction
 from django.utils import timezone
 
 from vault import fileformat
-from vault.access import Access, Action, Outcome, access_context, access_record
+from vault.access import Access, Action, Outcome, access_context, access_record, actor_identify
 from vault.fileformat import DecryptionError, Kind
 from vault.keys import KeyRing, keyring
 from vault.mime import SNIFF_BYTES, UNKNOWN, mime_sniff
 from vault.models import Document
+from vault.paths import os_error_describe
 from vault.storage import EncryptedStorage, legacy_max_size
 
 from .models import ScanFinding, ScanRun
@@ -415,7 +416,7 @@ def storage_scan(
             continue  # deleted since it was listed: no longer part of the storage
         except OSError as exc:
             entry = FileEntry(
-                name, 0, FORMAT_UNKNOWN, problem=Finding.UNREADABLE, detail=_os_error(exc)
+                name, 0, FORMAT_UNKNOWN, problem=Finding.UNREADABLE, detail=os_error_describe(exc)
             )
         tally.add(entry)
         if progress is not None:
@@ -481,10 +482,6 @@ def _printable(name: str) -> str:
     return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
-def _os_error(exc: OSError) -> str:
-    return f"cannot read: {exc.strerror or exc}"
-
-
 def _run_build(
     tally: _Tally,
     full: bool,
@@ -496,14 +493,13 @@ def _run_build(
 ) -> ScanRun:
     counts = Counter(finding.kind for finding in tally.findings)
     blocking = {kind: n for kind, n in counts.items() if kind not in ScanFinding.NOTICES}
+    actor, actor_username = actor_identify(user, operator)
     run = ScanRun(
         started_at=started_at,
         finished_at=finished_at,
         kind=ScanRun.Kind.FULL if full else ScanRun.Kind.QUICK,
-        actor=user if getattr(user, "is_authenticated", False) else None,
-        actor_username=(
-            user.get_username() if getattr(user, "is_authenticated", False) else operator
-        )[:150],
+        actor=actor,
+        actor_username=actor_username,
         storage=_storage_describe(storage),
         files=tally.files,
         bytes=tally.bytes,

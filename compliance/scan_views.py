@@ -5,49 +5,28 @@
 """
 
 import logging
-from collections.abc import Callable
-from functools import wraps
-from typing import Any
 
 import django_tables2 as tables
 from django.conf import settings
 from django.contrib import messages
-from django.contrib.auth.views import redirect_to_login
-from django.core.exceptions import ImproperlyConfigured, PermissionDenied
+from django.core.exceptions import ImproperlyConfigured
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.template.defaultfilters import filesizeformat
 from django.urls import path, reverse
 from django.utils.html import format_html
-from django.views.decorators.http import require_POST
+from django.views.decorators.http import require_POST, require_safe
 
-from vault.access import Action, RecordError, refusal_record
+from vault.access import RecordError
 
-from .models import ScanFinding, ScanRun
+from .models import ScanFinding, ScanRun, scan_run_latest
+from .permissions import officer_required
 from .scan import storage_scan
 
 logger = logging.getLogger(__name__)
 
-DASHBOARD_PERMISSION = "compliance.view_dashboard"
 PAGE_SIZE = 25
 FINDINGS_PAGE_SIZE = 50
-
-
-def officer_required(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
-    """Let staff holding the dashboard permission through; record and refuse everyone else."""
-
-    @wraps(view)
-    def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
-        user = request.user
-        if user.is_authenticated and user.is_staff and user.has_perm(DASHBOARD_PERMISSION):
-            return view(request, *args, **kwargs)
-        reason = "not logged in" if not user.is_authenticated else "not a compliance officer"
-        refusal_record(request, Action.COMPLIANCE_VIEW, f"{reason}: {request.path}")
-        if not user.is_authenticated:
-            return redirect_to_login(request.get_full_path())
-        raise PermissionDenied(reason)
-
-    return wrapper
 
 
 # Tables ------------------------------------------------------------------------------------------
@@ -137,6 +116,7 @@ class ScanFindingTable(tables.Table):
 
 
 @officer_required
+@require_safe
 def scan_list(request: HttpRequest) -> HttpResponse:
     """List the scans, newest first, with a button that runs a quick scan."""
     table = ScanRunTable(ScanRun.objects.all())
@@ -146,13 +126,14 @@ def scan_list(request: HttpRequest) -> HttpResponse:
         "compliance/scan_list.html",
         {
             "table": table,
-            "latest_scan": ScanRun.objects.first(),
+            "latest_scan": scan_run_latest(),
             "scan_max_age_days": getattr(settings, "DASHBOARD_SCAN_MAX_AGE_DAYS", 7),
         },
     )
 
 
 @officer_required
+@require_safe
 def scan_detail(request: HttpRequest, pk: int) -> HttpResponse:
     """Show one scan: its certification, counts by format and key ID, and its findings."""
     run = get_object_or_404(ScanRun, pk=pk)
@@ -178,8 +159,8 @@ def scan_detail(request: HttpRequest, pk: int) -> HttpResponse:
     )
 
 
+@officer_required  # first: a refusal is recorded whatever the method
 @require_POST
-@officer_required
 def scan_run(request: HttpRequest) -> HttpResponse:
     """Run a quick scan now, recorded like any other; show its result."""
     try:

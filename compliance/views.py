@@ -38,7 +38,13 @@ from .access_log import chain_check_run
 from .charts import activity_chart_svg
 from .export import CSV_COLUMNS, csv_cell
 from .filters import AccessEventFilter
-from .models import AccessEvent, ChainCheck, ChainStatus, ScanRun
+from .models import (
+    AccessEvent,
+    ChainCheck,
+    ChainStatus,
+    access_event_latest,
+    scan_run_latest,
+)
 from .overview import activity_by_day, day_start, key_inventory_get, vault_checks_run
 from .permissions import officer_required
 from .tables import AccessEventTable
@@ -76,7 +82,7 @@ def overview(request: HttpRequest) -> HttpResponse:
     log_url = reverse("compliance:access_log")
     period = f"when_after={start:%Y-%m-%d}"
     context = {
-        "latest_scan": ScanRun.objects.first(),
+        "latest_scan": scan_run_latest(),
         "scan_max_age_days": settings.DASHBOARD_SCAN_MAX_AGE_DAYS,
         "keys": key_inventory_get(),
         "checks": vault_checks_run(),
@@ -93,7 +99,7 @@ def overview(request: HttpRequest) -> HttpResponse:
         "failed_url": f"{log_url}?outcome={Outcome.FAILED}&{period}",
         "staff_url": f"{log_url}?staff=only&{period}",
         "last_check": ChainCheck.objects.order_by("-when", "-id").first(),
-        "head": AccessEvent.objects.order_by("-seq").only("seq", "hash", "when").first(),
+        "head": access_event_latest(),
     }
     return render(request, "compliance/overview.html", context)
 
@@ -232,7 +238,7 @@ def access_log_csv(events: Iterable[tuple[Any, ...]]) -> Iterator[str]:
 
 def access_log_export_queryset(filterset: AccessEventFilter) -> QuerySet:
     """Return the filtered events up to the current head, oldest first (what an export holds)."""
-    head = AccessEvent.objects.order_by("-seq").values_list("seq", flat=True).first() or 0
+    head = getattr(access_event_latest(), "seq", 0)
     # Bounded by the head, so the count recorded is the count served even while events arrive.
     return filterset.qs.filter(seq__lte=head).order_by("when", "id")
 

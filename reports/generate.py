@@ -16,7 +16,7 @@ from django.core.files import File
 from django.db import transaction
 from django.utils import timezone
 
-from vault.access import Action, access_context
+from vault.access import Action, access_context, actor_identify
 from vault.atomic import atomic_write
 from vault.storage import DecryptedFile
 
@@ -43,7 +43,7 @@ def report_generate(
     _output_check(output)
     report_id = uuid.uuid4()
     generated_at = timezone.now()
-    generated_by = user.get_username() if getattr(user, "is_authenticated", False) else operator
+    requester, generated_by = actor_identify(user, operator)
     with tempfile.TemporaryDirectory(prefix="docvault-report-") as folder:
         work = Path(folder)
         csv_name = (
@@ -97,8 +97,8 @@ def report_generate(
                 period_start=period.start,
                 period_end=period.end,
                 generated_at=generated_at,
-                generated_by=user if getattr(user, "is_authenticated", False) else None,
-                generated_by_name=generated_by[:150],
+                generated_by=requester,
+                generated_by_name=generated_by,
                 size=signed.stat().st_size,
                 sha256=digest.hexdigest(),
                 signer_subject=report_signer.subject[:500],

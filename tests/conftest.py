@@ -12,6 +12,17 @@ def media_root(settings, tmp_path):
     return root
 
 
+@pytest.fixture
+def no_recorder():
+    """Unregister the access recorder for the test (the vault must then refuse to decrypt)."""
+    from vault import access
+
+    saved = access._recorder
+    access.recorder_register(None)
+    yield
+    access.recorder_register(saved)
+
+
 # The fixed cast: alice and bob at Acme, charlie at Globex (refused), an officer, an admin --------
 
 

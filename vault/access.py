@@ -149,6 +149,17 @@ def access_record(access: Access) -> None:
         raise RecordError(f"The access could not be recorded: {type(exc).__name__}: {exc}") from exc
 
 
+def actor_identify(user: Any, operator: str = "") -> tuple[Any, str]:
+    """Return the user to link (None unless logged in) and the name to keep, at most 150 characters.
+
+    The name is the username, or for a command the operating-system user who ran it: it outlives
+    the account, which may be deleted.
+    """
+    if getattr(user, "is_authenticated", False):
+        return user, user.get_username()[:150]
+    return None, (operator or "")[:150]
+
+
 REQUEST_ID_ATTRIBUTE = "access_log_request_id"
 REQUEST_ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:=+/-]{0,63}")
 

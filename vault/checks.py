@@ -27,8 +27,7 @@ def vault_keys_check(app_configs: object = None, **kwargs: object) -> list[Check
     for first, second in keys.duplicate_secrets(entries):
         messages.append(
             Error(
-                f"Keys {first!r} and {second!r} have the same secret: one key ID, one key, "
-                "under two labels.",
+                keys.duplicate_secret_message(first, second),
                 hint="Give each label its own secret; " + HINT_KEYGEN,
                 id="vault.E005",
             )

@@ -34,8 +34,8 @@ from .atomic import TEMP_SUFFIX
 from .documents import TITLE_MAX_LENGTH, document_metadata_refresh
 from .fileformat import DecryptionError, Kind
 from .models import Company, Document, document_metadata_set
-from .paths import stored_name_validate, stored_path_check
-from .rotation import DERIVED_FIELDS, file_state_describe, stored_file_replace
+from .paths import os_error_describe, stored_name_validate, stored_path_check
+from .rotation import DERIVED_FIELDS, file_bound_to, file_state_describe, stored_file_replace
 from .storage import EncryptedStorage, legacy_read_enabled
 
 IMPORT_TEMP_PREFIX = ".docvault-import-"
@@ -140,7 +140,7 @@ def manifest_import(
         except DecryptionError as exc:
             raise ImportFailed(line.line, line.path, exc.reason) from exc
         except OSError as exc:
-            raise ImportFailed(line.line, line.path, f"{type(exc).__name__}: {exc}") from exc
+            raise ImportFailed(line.line, line.path, os_error_describe(exc)) from exc
     return report
 
 
@@ -208,8 +208,12 @@ def manifest_validate(manifest: TextIO, storage: EncryptedStorage) -> list[Manif
                 document.company_id != getattr(company, "pk", None) or document.title != title
             ):
                 problems.append(f"path {path!r} already belongs to document {document.pk}")
-            found = storage.classify(path)
-            problems.extend(_file_problems(found, document))
+            try:
+                found = storage.classify(path)
+            except OSError as exc:
+                problems.append(os_error_describe(exc))
+            else:
+                problems.extend(_file_problems(found, document))
         if problems:
             errors.append(f"line {number}: {'; '.join(problems)}.")
             continue
@@ -239,7 +243,7 @@ def _path_problem(path: str, storage: EncryptedStorage) -> str:
 
 
 def _file_problems(found: fileformat.Classification, document: Document | None) -> list[str]:
-    own = document is not None and found.document_id == document.pk.bytes
+    own = document is not None and file_bound_to(found, document)
     if found.kind is Kind.V2 and any(found.document_id or b"") and not own:
         return ["the file was written for another document"]
     if found.kind is Kind.LEGACY and not legacy_read_enabled():
@@ -269,7 +273,7 @@ def _line_import(
         else file_state_describe(line.found)
     )
     document = line.document
-    bound = document is not None and line.found.document_id == document.pk.bytes
+    bound = document is not None and file_bound_to(line.found, document)
     extra = {"operator": operator} if operator else {}
     if bound:
         agrees = (document.key_id, document.file_id) == (

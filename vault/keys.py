@@ -106,11 +106,6 @@ class KeyRing:
     def __init__(self, keys: list[VaultKey], iterations: int) -> None:
         if not keys:
             raise ImproperlyConfigured(NO_KEY_MESSAGE)
-        if len({key.key_id for key in keys}) != len(keys):
-            # Two labels, one key: a lookup by key ID would silently pick one of them.
-            raise ImproperlyConfigured(
-                "Two VAULT_KEYS entries have the same secret (one key ID under two labels)."
-            )
         self.keys = keys
         self.iterations = iterations
         self._by_id = {key.key_id: key for key in keys}
@@ -167,6 +162,11 @@ def duplicate_secrets(entries: list[KeyEntry]) -> list[tuple[str, str]]:
     return pairs
 
 
+def duplicate_secret_message(first: str, second: str) -> str:
+    """Return the error for two labels sharing one secret (the key ring and vault.E005 say it)."""
+    return f"Keys {first!r} and {second!r} have the same secret: one key ID, one key, under two labels."
+
+
 def iterations_parse(value: object) -> int:
     """Return VAULT_KDF_ITERATIONS as a positive int; raise ValueError otherwise."""
     try:
@@ -200,6 +200,11 @@ def keyring_build() -> KeyRing:
         raise ImproperlyConfigured(str(exc)) from None
     if not entries:
         raise ImproperlyConfigured(NO_KEY_MESSAGE)
+    duplicates = duplicate_secrets(entries)
+    if duplicates:
+        # Two labels, one key: a lookup by key ID would silently pick one of them.
+        first, second = duplicates[0]
+        raise ImproperlyConfigured(duplicate_secret_message(first, second))
     salt = getattr(settings, "VAULT_KDF_SALT", None)
     if not salt:
         raise ImproperlyConfigured("VAULT_KDF_SALT is not set: the key derivation needs a salt.")

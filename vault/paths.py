@@ -1,4 +1,5 @@
-"""Stored names: what a name in a URL or a row may look like, and where it may lead on disk.
+"""Stored names: what a name in a URL or a row may look like, where it may lead on disk, and how a
+file that cannot be used there is described to an operator.
 
 Stored names are generated (`documents/2026/11/<hex>`): none holds a control character, a
 backslash or a percent sign, so refusing them costs nothing and ends every encoding trick.
@@ -42,3 +43,12 @@ def stored_path_check(storage: Storage, name: str) -> None:
 def stored_name_printable(name: str) -> str:
     """Return a hostile name fit for the log: escaped, quotes dropped, bounded."""
     return ascii(name)[1:-1][:MAX_NAME_LENGTH]
+
+
+def os_error_describe(exc: OSError) -> str:
+    """Return an OS error as an operator reads it: `cannot use /srv/media/a.pdf: Permission denied`.
+
+    Without a file name (a failed read, an object store) it is the system's reason alone.
+    """
+    reason = exc.strerror or str(exc)
+    return f"cannot use {exc.filename}: {reason}" if exc.filename else reason

@@ -37,6 +37,7 @@ from .fileformat import DecryptionError, Kind
 from .keys import keyring
 from .models import Document, document_metadata_set
 from .objectstore import ObjectChangedError, object_replace
+from .paths import os_error_describe
 from .storage import EncryptedStorage, StoredFile, _header_fields, _Tally, stored_file_describe
 
 ROTATE_TEMP_PREFIX = ".docvault-rotate-"
@@ -119,13 +120,13 @@ def document_rotate(
     except FileNotFoundError:
         return Rotation(name, document.pk, Status.MISSING, reason="no such file in storage")
     except OSError as exc:
-        return Rotation(name, document.pk, Status.FAILED, reason=_os_reason(exc))
+        return Rotation(name, document.pk, Status.FAILED, reason=os_error_describe(exc))
     before = file_state_describe(found)
     after = f"v2 key {primary.hex()}"
     refusal = _binding_refusal(found, document)
     if refusal:
         return Rotation(name, document.pk, Status.FAILED, before, reason=refusal)
-    bound_here = found.kind is Kind.V2 and found.document_id == document.pk.bytes
+    bound_here = file_bound_to(found, document)
     extra = {"operator": operator} if operator else {}
     if bound_here and found.key_id == primary:
         if document.key_id == primary.hex() and document.file_id == (found.file_id or b"").hex():
@@ -280,11 +281,20 @@ def file_state_describe(found: fileformat.Classification) -> str:
     return text
 
 
+def file_bound_to(found: fileformat.Classification, document: Document) -> bool:
+    """Return whether the file's header names this document (v2 only).
+
+    Read from the header alone, to decide what to do; opening the file checks the binding again,
+    authenticated (`vault.storage.bound_check`).
+    """
+    return found.kind is Kind.V2 and found.document_id == document.pk.bytes
+
+
 def _binding_refusal(found: fileformat.Classification, document: Document) -> str:
     """Return why this file must not become the document's file, or ''."""
     if found.kind is Kind.UNKNOWN:
         return "not a Docvault or Fernet file"
-    if found.kind is Kind.V2 and found.document_id != document.pk.bytes:
+    if found.kind is Kind.V2 and not file_bound_to(found, document):
         if found.document_id == fileformat.NO_DOCUMENT:
             # As a download refuses it: written outside any document (vault_encrypt), nobody vouched.
             return "the stored file names no document (adopt it with vault_import)"
@@ -360,13 +370,9 @@ def _tally(report: RotationReport, rotation: Rotation) -> None:
     report.plaintext_bytes += rotation.size
 
 
-def _reason(exc: BaseException) -> str:
+def _reason(exc: DecryptionError | OSError) -> str:
     if isinstance(exc, DecryptionError):
         return exc.reason
     if isinstance(exc, ObjectChangedError):
         return str(exc)
-    return _os_reason(exc)
-
-
-def _os_reason(exc: BaseException) -> str:
-    return f"stored file unreadable or unwritable ({type(exc).__name__}: {exc})"
+    return os_error_describe(exc)

@@ -230,3 +230,125 @@ def test_checks_show_read_only_in_the_admin(client, admin, record):
     assert listing.status_code == 200 and "ops" in listing.content.decode()
     assert change.status_code == 403
     assert ChainCheck.objects.get().summary == check.summary
+
+
+# Publication by the recorder when the heads file is due ------------------------------------------
+
+HOUR = 3600
+
+
+def heads_lines(heads_file):
+    return heads_file.read_text("ascii").splitlines()
+
+
+def age(path, seconds):
+    """Make the heads file look `seconds` old, as if nothing had published since."""
+    then = time.time() - seconds
+    os.utime(path, (then, then))
+
+
+@pytest.fixture
+def due_check(settings):
+    """An interval of an hour; the recorder looks at the heads file's age on its next append."""
+    settings.ACCESS_LOG_HEAD_PUBLISH_INTERVAL = HOUR
+    heads.chain_head_schedule_reset()
+    yield
+    heads.chain_head_schedule_reset()
+
+
+@pytest.fixture
+def published(due_check, record, heads_file):
+    """The heads file (in this test's own media folder) holding one head; return its event."""
+    first = record(1)
+    heads.chain_head_publish(first.seq, first.hash)
+    return first
+
+
+def test_a_head_older_than_the_interval_is_published_again(published, record, heads_file):
+    last = record(1)
+    age(heads_file, HOUR + 60)
+    heads.chain_head_schedule_reset()
+
+    assert heads.chain_head_publish_if_due(last.seq, last.hash) is True
+
+    lines = heads_lines(heads_file)
+    assert len(lines) == 2 and lines[1].startswith(
+        f"docvault-chain-head-v1 {last.seq} {last.hash} "
+    )
+    assert heads.chain_head_latest().pair == (last.seq, last.hash)
+
+
+def test_the_recorder_publishes_the_head_of_its_append_when_due(published, record, heads_file):
+    age(heads_file, HOUR + 60)
+    heads.chain_head_schedule_reset()
+
+    last = record(1)
+
+    assert heads.chain_head_latest().pair == (last.seq, last.hash)
+    assert len(heads_lines(heads_file)) == 2
+
+
+def test_a_head_younger_than_the_interval_is_not_published(published, record, heads_file):
+    before = heads_file.read_bytes()
+    last = record(1)
+    age(heads_file, HOUR - 60)
+    heads.chain_head_schedule_reset()
+
+    assert heads.chain_head_publish_if_due(last.seq, last.hash) is False
+
+    assert heads_file.read_bytes() == before
+    assert heads.chain_head_latest().pair == (published.seq, published.hash)
+
+
+def test_the_file_age_is_looked_at_once_an_hour(published, record, heads_file):
+    last = record(1)
+    heads.chain_head_schedule_reset()
+    assert heads.chain_head_publish_if_due(last.seq, last.hash) is False  # young: looked, not due
+    age(heads_file, HOUR + 60)
+
+    assert heads.chain_head_publish_if_due(last.seq, last.hash) is False  # due, not looked at yet
+    heads.chain_head_schedule_reset()
+    assert heads.chain_head_publish_if_due(last.seq, last.hash) is True
+
+
+def test_an_interval_of_zero_never_publishes(settings, published, record, heads_file):
+    settings.ACCESS_LOG_HEAD_PUBLISH_INTERVAL = 0
+    before = heads_file.read_bytes()
+    last = record(1)
+    age(heads_file, 365 * 24 * HOUR)
+    heads.chain_head_schedule_reset()
+
+    assert heads.chain_head_publish_if_due(last.seq, last.hash) is False
+
+    assert heads_file.read_bytes() == before
+
+
+def test_without_a_heads_file_nothing_is_published_and_nothing_is_wrong(
+    due_check, record, heads_file, caplog
+):
+    last = record(1)
+    heads.chain_head_schedule_reset()
+
+    assert heads.chain_head_publish_if_due(last.seq, last.hash) is False
+
+    assert not heads_file.exists()
+    assert heads.chain_head_latest() is None
+    assert [entry for entry in caplog.records if entry.name == "compliance.heads"] == []
+
+
+def test_a_storage_error_is_logged_and_the_append_still_succeeds(
+    due_check, record, heads_file, caplog
+):
+    # A folder where the heads file should be: it exists and has an age, but cannot be appended to.
+    heads_file.mkdir(parents=True)
+    age(heads_file, HOUR + 60)
+    heads.chain_head_schedule_reset()
+
+    last = record(1)
+
+    assert AccessEvent.objects.filter(seq=last.seq).exists()
+    [logged] = [entry for entry in caplog.records if entry.name == "compliance.heads"]
+    assert logged.getMessage() == f"The chain head could not be published to {heads.HEADS_NAME}."
+    assert isinstance(logged.exc_info[1], IsADirectoryError)
+    heads.chain_head_schedule_reset()
+    assert heads.chain_head_publish_if_due(last.seq, last.hash) is False

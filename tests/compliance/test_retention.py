@@ -86,7 +86,11 @@ def test_prune_removes_old_events_behind_a_checkpoint_and_records_it(old_and_new
     assert seqs() == [seq for seq in before if seq > cut] + [prune_event.seq]
     assert (checkpoint.first_seq, checkpoint.last_seq, checkpoint.count) == (1, cut, cut)
     assert checkpoint.chain_hash == cut_hash
-    assert (checkpoint.requested_by, checkpoint.via) == (officer, "dashboard")
+    assert (checkpoint.requested_by, checkpoint.requested_by_username, checkpoint.via) == (
+        officer,
+        "officer",
+        "dashboard",
+    )
     assert (prune_event.action, prune_event.outcome) == (Action.PRUNE, Outcome.ALLOWED)
     assert prune_event.actor_username == "officer"
     assert f"Pruned events 1-{cut} ({cut} events)" in prune_event.reason
@@ -110,7 +114,7 @@ def test_verification_continues_from_the_checkpoint_and_says_so(old_and_new):
 
 def test_a_second_prune_continues_from_the_first(old_and_new, record):
     _cut, moment = old_and_new
-    prune_at(moment)
+    prune_at(moment, operator="ops", via="command")
     later = timezone.now()
     record(2)
 
@@ -118,6 +122,7 @@ def test_a_second_prune_continues_from_the_first(old_and_new, record):
 
     first, second = ChainCheckpoint.objects.order_by("last_seq")
     assert second.first_seq == first.last_seq + 1
+    assert (first.requested_by, first.requested_by_username, first.via) == (None, "ops", "command")
     assert chain_verify().ok and chain_verify().pruned.last_seq == second.last_seq
 
 

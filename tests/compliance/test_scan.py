@@ -584,3 +584,18 @@ def test_a_file_name_that_is_not_utf8_is_reported_escaped(media_root):
         ("old/minutes-\\xff.txt", Kind.ORPHAN),
     }
     assert "old/minutes-\\xff.txt" in out
+
+
+def test_a_file_that_cannot_be_read_is_unreadable_with_the_systems_reason(media_root):
+    if not isinstance(scan_storage(), FileSystemStorage):
+        pytest.skip("a link into /proc exists only on a local disk")
+    (media_root / "old").mkdir()
+    # Opens, then fails its first read with an I/O error, whoever runs the test (root too).
+    (media_root / "old" / "bad-sector.pdf").symlink_to("/proc/self/mem")
+
+    run = storage_scan()
+
+    finding = run.findings.get(kind=Kind.UNREADABLE)
+    assert finding.path == "old/bad-sector.pdf"
+    assert finding.detail == "Input/output error"
+    assert not run.certified

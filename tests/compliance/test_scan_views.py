@@ -63,13 +63,19 @@ def test_an_officer_sees_the_list_of_scans(client, compliance_officer, planted_s
     assert "<script" not in body.split("</header>")[-1] and " style=" not in body
 
 
-@pytest.mark.parametrize("who", ["alice", "officer"])
-def test_the_list_is_refused_to_members_and_to_staff_without_the_permission(client, request, who):
+@pytest.mark.parametrize(
+    ("who", "reason"),
+    [("alice", "not staff"), ("officer", "lacks the compliance.view_dashboard permission")],
+)
+def test_the_list_is_refused_to_members_and_to_staff_without_the_permission(
+    client, request, who, reason
+):
     user = request.getfixturevalue(who)
     client.force_login(user)
     response = client.get(reverse("compliance:scan_list"))
     assert response.status_code == 403
-    assert refusals() == [(who, "not a compliance officer: /compliance/scans/")]
+    assert 'id="forbidden"' in response.content.decode()  # the dashboard's own refusal page
+    assert refusals() == [(who, f"{reason}: /compliance/scans/")]
 
 
 def test_anonymous_visitors_go_to_the_login_page_recorded(client, db):
@@ -124,13 +130,35 @@ def test_the_button_is_refused_to_a_member_and_runs_nothing(client, alice):
     assert response.status_code == 403
     assert not ScanRun.objects.exists()
     assert not AccessEvent.objects.filter(action="scan").exists()
-    assert refusals() == [("alice", "not a compliance officer: /compliance/scans/run/")]
+    assert refusals() == [("alice", "not staff: /compliance/scans/run/")]
+
+
+def test_the_button_refuses_a_get_from_a_member_recorded_not_a_405(client, alice):
+    client.force_login(alice)
+    response = client.get(reverse("compliance:scan_run"))
+    assert response.status_code == 403
+    assert not ScanRun.objects.exists()
+    assert refusals() == [("alice", "not staff: /compliance/scans/run/")]
+
+
+def test_the_button_sends_an_anonymous_get_to_the_login_page_recorded(client, db):
+    response = client.get(reverse("compliance:scan_run"))
+    assert response.status_code == 302
+    assert response.url.startswith(reverse("login"))
+    assert refusals() == [("", "not logged in: /compliance/scans/run/")]
 
 
 def test_the_button_needs_a_post(client, compliance_officer):
     client.force_login(compliance_officer)
     assert client.get(reverse("compliance:scan_run")).status_code == 405
     assert not ScanRun.objects.exists()
+    assert refusals() == []
+
+
+def test_the_scan_pages_are_read_only(client, compliance_officer, planted_scan):
+    client.force_login(compliance_officer)
+    assert client.post(reverse("compliance:scan_list")).status_code == 405
+    assert client.post(reverse("compliance:scan_detail", args=[planted_scan.pk])).status_code == 405
 
 
 def test_the_status_snippet_warns_when_no_scan_ran():
@@ -148,3 +176,22 @@ def test_the_status_snippet_flags_an_old_scan(compliance_officer):
     html = render_to_string("compliance/snippets/scan_status.html", context)
     assert "The last scan is 8 days old" in html
     assert "certified" in html and run.certification in html
+
+
+def test_every_page_shows_the_scan_that_finished_last(client, compliance_officer):
+    scan_storage().save(PLANTED, ContentFile(b"Board minutes: confidential.\n"))
+    inner = []
+
+    def scan_inside(entry):
+        # Started after the outer scan, finished before it: the outer one finished last.
+        if not inner:
+            inner.append(storage_scan(user=compliance_officer))
+
+    outer = storage_scan(user=compliance_officer, progress=scan_inside)
+    assert outer.started_at < inner[0].started_at <= inner[0].finished_at < outer.finished_at
+    client.force_login(compliance_officer)
+    for name in ("compliance:overview", "compliance:scan_list", "compliance:keys"):
+        response = client.get(reverse(name))
+        assert response.status_code == 200
+        latest = response.context.get("latest_scan") or response.context["status"].scan
+        assert latest == outer, name

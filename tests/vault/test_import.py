@@ -154,6 +154,23 @@ def test_a_file_bound_to_another_document_is_refused(acme):
         manifest_import(manifest([name, "Acme", "Copy", "", ""]))
 
 
+def test_a_file_that_cannot_be_read_is_a_bad_line_and_nothing_is_imported(acme, media_root):
+    good = plant("company_docs/a.pdf", PDF)
+    loop = media_root / "company_docs" / "loop.pdf"
+    loop.symlink_to(loop)  # every open fails, whoever runs the test
+
+    with pytest.raises(ManifestError) as refused:
+        manifest_import(
+            manifest([good, "Acme", "A", "", ""], ["company_docs/loop.pdf", "Acme", "B", "", ""])
+        )
+
+    assert refused.value.errors == [
+        f"line 3: cannot use {loop}: Too many levels of symbolic links."
+    ]
+    assert not Document.objects.exists()
+    assert stored(good) == PDF
+
+
 def test_a_dry_run_validates_lists_and_changes_nothing(acme):
     name = plant("company_docs/a.pdf", PDF)
 
@@ -210,6 +227,23 @@ def test_the_command_imports_and_reports_bad_lines(acme, tmp_path, capsys):
     assert f"line 2: imported {name} (plaintext or unknown)" in done
     assert "Imported 1 files, finished 0, 0 already imported." in done
     assert Document.objects.get(file=name).title == "A"
+
+
+def test_the_command_imports_nothing_when_the_access_log_cannot_be_written(
+    acme, tmp_path, no_recorder
+):
+    name = plant("company_docs/a.pdf", PDF)
+    good = tmp_path / "manifest.csv"
+    good.write_text(f"path,company,title\n{name},Acme,A\n")
+
+    with pytest.raises(
+        CommandError,
+        match=r"No access recorder is registered.* Run the command again once the access log",
+    ):
+        call_command("vault_import", str(good))
+
+    assert not Document.objects.exists()
+    assert stored(name) == PDF
 
 
 # Crash test: kill -9 at random moments, rerun the same manifest, nothing lost --------------------

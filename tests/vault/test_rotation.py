@@ -18,7 +18,7 @@ from django.urls import reverse
 from compliance.models import AccessEvent
 from tests.helpers import document_upload, response_close
 from tests.vault.rotation_worker import INNER_STORAGE_VARIABLE
-from vault import access, fileformat
+from vault import fileformat
 from vault.documents import document_metadata_refresh
 from vault.keys import keyring
 from vault.models import Document
@@ -256,6 +256,18 @@ def test_a_missing_file_is_reported(acme):
     assert document_rotate(document).status is Status.MISSING
 
 
+def test_an_unreadable_file_is_reported_with_the_systems_reason(acme):
+    document = document_upload(acme, PDF, "a.pdf")
+    path = default_storage.inner.path(document.file.name)
+    os.remove(path)
+    os.symlink(path, path)  # a link to itself: every open fails, whoever runs the test
+
+    rotation = document_rotate(document)
+
+    assert rotation.status is Status.FAILED
+    assert rotation.reason == f"cannot use {path}: Too many levels of symbolic links"
+
+
 # The whole storage -------------------------------------------------------------------------------
 
 
@@ -345,18 +357,22 @@ def test_the_command_fails_when_a_file_cannot_be_rotated(acme, capsys):
     assert f"missing {document.file.name}: no such file in storage" in capsys.readouterr().out
 
 
-def test_with_no_recorder_nothing_is_rotated(acme, old_key):
+@pytest.fixture
+def old_document(acme, old_key):
     with old_key:
-        document = document_upload(acme, PDF, "old.pdf")
-    before = stored_bytes(document)
-    saved = access._recorder
-    access.recorder_register(None)
-    try:
-        with pytest.raises(CommandError, match="No access recorder is registered"):
-            call_command("vault_rotate", "--workers=1")
-    finally:
-        access.recorder_register(saved)
-    assert stored_bytes(document) == before
+        return document_upload(acme, PDF, "old.pdf")
+
+
+def test_with_no_recorder_nothing_is_rotated(old_document, no_recorder):
+    before = stored_bytes(old_document)
+
+    with pytest.raises(
+        CommandError,
+        match=r"No access recorder is registered.* Run the command again once the access log",
+    ):
+        call_command("vault_rotate", "--workers=1")
+
+    assert stored_bytes(old_document) == before
 
 
 # Downloads during a rotation ---------------------------------------------------------------------

@@ -20,6 +20,7 @@ from compliance.scan import FileEntry, scan_orphans, scan_run_summary, storage_s
 from vault.access import RecordError
 from vault.atomic import atomic_write
 from vault.management.commands._cli import operator
+from vault.paths import os_error_describe
 
 ORPHANS_CSV_HEADER = ["path", "company", "title", "uploaded_by", "uploaded_at"]
 # Not a TTY: one progress line at most this often, on stderr.
@@ -85,7 +86,7 @@ class Command(BaseCommand):
             ) from None
         except OSError as exc:
             raise CommandError(
-                f"Cannot scan: {_os_error(exc)}", returncode=EXIT_CANNOT_SCAN
+                f"Cannot scan: {os_error_describe(exc)}.", returncode=EXIT_CANNOT_SCAN
             ) from None
         finally:
             progress.close()
@@ -94,7 +95,7 @@ class Command(BaseCommand):
                 orphans = orphans_csv_write(options["orphans_csv"], run)
             except OSError as exc:
                 raise CommandError(
-                    f"Scan #{run.pk} is stored, but the manifest is not: {_os_error(exc)}",
+                    f"Scan #{run.pk} is stored, but the manifest is not: {os_error_describe(exc)}.",
                     returncode=EXIT_CANNOT_SCAN,
                 ) from None
             if not options["json"]:
@@ -129,11 +130,6 @@ class Command(BaseCommand):
             self.stdout.write(
                 f"... and {total - FINDINGS_SHOWN:,} more findings (--json, or the dashboard)."
             )
-
-
-def _os_error(exc: OSError) -> str:
-    where = f" {exc.filename}" if exc.filename else ""
-    return f"cannot use{where}: {exc.strerror or exc}."
 
 
 def orphans_csv_write(path: str, run: ScanRun) -> int:

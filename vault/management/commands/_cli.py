@@ -7,8 +7,10 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from typing import BinaryIO
 
+from django.core.exceptions import ImproperlyConfigured
 from django.core.management.base import CommandError
 
+from vault.access import RecordError
 from vault.atomic import atomic_write
 
 
@@ -60,6 +62,20 @@ def _read_errors_named(pieces: Iterable[bytes], src: str) -> Iterator[bytes]:
         except OSError as exc:
             raise CommandError(f"Cannot read {src}: {exc.strerror or exc}.") from None
         yield piece
+
+
+@contextmanager
+def resumable_run() -> Iterator[None]:
+    """Turn a missing key, or an access log that cannot be written, into a CommandError."""
+    try:
+        yield
+    except ImproperlyConfigured as exc:
+        raise CommandError(str(exc)) from None
+    except RecordError as exc:
+        # Nothing is decrypted unrecorded: the run stopped at the file it could not record.
+        raise CommandError(
+            f"{exc} Run the command again once the access log is writable."
+        ) from None
 
 
 def operator() -> str:

@@ -1,10 +1,8 @@
-from django.core.exceptions import ImproperlyConfigured
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from vault.access import RecordError
 from vault.imports import ImportFailed, ManifestError, manifest_import
 
-from ._cli import operator
+from ._cli import operator, resumable_run
 
 
 class Command(BaseCommand):
@@ -26,7 +24,7 @@ class Command(BaseCommand):
 
     def handle(self, *args: object, manifest: str, dry_run: bool, **options: object) -> None:
         try:
-            with open(manifest, newline="", encoding="utf-8-sig") as source:
+            with resumable_run(), open(manifest, newline="", encoding="utf-8-sig") as source:
                 report = manifest_import(source, dry_run=dry_run, operator=operator())
         except OSError as exc:
             raise CommandError(f"Cannot read {manifest}: {exc.strerror or exc}.") from None
@@ -38,13 +36,6 @@ class Command(BaseCommand):
             ) from None
         except ImportFailed as exc:
             raise CommandError(str(exc)) from None
-        except ImproperlyConfigured as exc:
-            raise CommandError(str(exc)) from None
-        except RecordError as exc:
-            # Nothing is decrypted unrecorded: the run stopped at the file it could not record.
-            raise CommandError(
-                f"{exc} Run the command again once the access log is writable."
-            ) from None
         for result in report.results:
             verb = {"imported": "would import", "resumed": "would finish"}.get(
                 result.status, result.status

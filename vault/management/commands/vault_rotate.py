@@ -3,13 +3,11 @@ import time
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-from django.core.exceptions import ImproperlyConfigured
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from vault.access import RecordError
 from vault.rotation import RotationReport, Status, storage_rotate
 
-from ._cli import operator
+from ._cli import operator, resumable_run
 
 # Without a terminal: one progress line per this many files or seconds, whichever comes first.
 PROGRESS_EVERY_FILES = 1000
@@ -38,17 +36,10 @@ class Command(BaseCommand):
     def handle(self, *args: object, dry_run: bool, workers: int, **options: object) -> None:
         if workers < 1:
             raise CommandError("--workers must be at least 1.")
-        try:
+        with resumable_run():
             report = storage_rotate(
                 dry_run=dry_run, progress=self._progress, operator=operator(), workers=workers
             )
-        except ImproperlyConfigured as exc:
-            raise CommandError(str(exc)) from None
-        except RecordError as exc:
-            # Nothing is decrypted unrecorded: the run stopped at the file it could not record.
-            raise CommandError(
-                f"{exc} Run the command again once the access log is writable."
-            ) from None
         self._report(report)
         if not report.ok:
             raise CommandError("Some files could not be rotated: see above.")
