@@ -92,7 +92,8 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
-    "csp.middleware.CSPMiddleware",
+    # django-csp's, with the site's policy built once (vault/middleware.py).
+    "vault.middleware.SitePolicyCSPMiddleware",
     # Before CsrfViewMiddleware: its process_view reads request.POST, which parses the body.
     "vault.middleware.RequestLimitMiddleware",
     "vault.middleware.PrivatePagesMiddleware",
