@@ -250,7 +250,12 @@ def _respond(request: HttpRequest, document: Document, file: Any, plan: _Plan) -
             response = StreamingHttpResponse(stream, content_type=mime, status=206)
             response["Content-Range"] = f"bytes {start}-{byte_range[1]}/{size}"
 
-    inline = request.GET.get("inline") == "1" and mime in INLINE_TYPES
+    # Most requests carry no query string: no QueryDict to parse for them.
+    inline = (
+        mime in INLINE_TYPES
+        and bool(request.META.get("QUERY_STRING"))
+        and request.GET.get("inline") == "1"
+    )
     response["Content-Length"] = str(length)
     response["Content-Disposition"] = content_disposition(
         "inline" if inline else "attachment", document.original_filename

@@ -19,6 +19,8 @@ from django.core.files.uploadhandler import FileUploadHandler
 from django.http import HttpRequest, HttpResponse
 from django.utils.cache import patch_cache_control
 
+from .http import NO_STORE
+
 ACCEPTS_UPLOADS = "vault_accepts_uploads"
 # Room for the multipart framing and the form's other fields around the largest file.
 DEFAULT_REQUEST_MARGIN = 1024 * 1024
@@ -177,8 +179,9 @@ class PrivatePagesMiddleware:
     def __call__(self, request: HttpRequest) -> HttpResponse:
         response = self.get_response(request)
         user = getattr(request, "user", None)
-        if getattr(user, "is_authenticated", False):
-            # Pages of documents and names: no shared cache, no copy on the user's disk.
+        # Pages of documents and names: no shared cache, no copy on the user's disk. A download
+        # says so already, and is spared the parsing of its header again.
+        if response.get("Cache-Control") != NO_STORE and getattr(user, "is_authenticated", False):
             patch_cache_control(response, private=True, no_store=True)
         return response
 
