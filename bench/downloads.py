@@ -10,7 +10,8 @@ the same plaintext five ways, interleaved in every repetition:
   query, chained access-log insert, decryption, MIME sniff, streamed response);
 - ours, read-ahead on / ours, no read-ahead (diagnostic): ours on a server where the download
   view's read-ahead thread is turned the other way from its default (BENCH_READ_AHEAD_FLIP, read
-  by bench/urls.py; the default is on from 3 usable cores), to show what the thread buys;
+  by bench/urls.py; the default is VAULT_READ_AHEAD's, which the fixtures report), to show what
+  the thread buys;
   (runs before 2026-11-29 had "ours, glibc default" here: config.wsgi's malloc tuning off);
 - case study: its view (PBKDF2 per request, whole-file Fernet decrypt, libmagic over it all), on a
   server of its own so that its huge buffers leave the other workers' allocator state alone.
@@ -59,17 +60,17 @@ from .common import (
     spread,
 )
 
-# The product turns its read-ahead thread on from 3 usable cores (vault/downloads.py); the
-# diagnostic server runs the other way.
+# The diagnostic server runs the download view's read-ahead thread the other way from the product's
+# default (VAULT_READ_AHEAD, vault/downloads.py); its column is named once that default is known.
 _CORES = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-OURS_KEPT = "ours, read-ahead on" if _CORES <= 2 else "ours, no read-ahead"
+OURS_KEPT = "ours, read-ahead flipped"
 VARIANTS = ("plain", "plain+login", "ours", OURS_KEPT, "case study")
 # Three servers, so that no variant changes the allocator state of another's workers: the case
 # study's whole-file buffers raise glibc's trim and mmap thresholds in the worker that served them,
 # which would spare later downloads there the page faults a worker serving only ours pays.
 SERVER_GROUPS: dict[str, dict[str, str]] = {
     "main": {},
-    # bench/urls.py turns the download view's read-ahead thread off in this server.
+    # bench/urls.py turns the download view's read-ahead thread the other way in this server.
     "kept": {"BENCH_READ_AHEAD_FLIP": "1"},
     "case": {},
 }
@@ -208,6 +209,7 @@ def fixtures_main(spec_path: str) -> None:
     from django.http import HttpRequest
 
     from bench.baseline_views import encrypt_file, get_fernet_key
+    from vault import downloads
     from vault.models import Company, Document, Membership
 
     spec = json.loads(Path(spec_path).read_text())
@@ -245,7 +247,9 @@ def fixtures_main(spec_path: str) -> None:
                 encrypt_file(plain_path.read_bytes(), fernet_key)
             )
         files[str(item["size"])] = {"ours": str(document.pk), "case": case_name}
-    print(json.dumps({"cookie": cookie, "files": files}))
+    # Whether the download view reads ahead by default here: the diagnostic column is the other way.
+    read_ahead = getattr(downloads, "read_ahead_enabled", lambda: False)()
+    print(json.dumps({"cookie": cookie, "files": files, "read_ahead": read_ahead}))
 
 
 # The servers ------------------------------------------------------------------------------------
@@ -537,7 +541,17 @@ def _measure(servers: dict[str, Server], plan: Plan, setup: Setup, ours_status: 
         )
     )
     return _tables(
-        plan, totals, firsts, cpus, faults, paired, failures, probes, ours_ready, ours_status
+        plan,
+        totals,
+        firsts,
+        cpus,
+        faults,
+        paired,
+        failures,
+        probes,
+        ours_ready,
+        ours_status,
+        bool(setup.fixtures.get("read_ahead")),
     )
 
 
@@ -552,10 +566,13 @@ def _tables(
     probes: list[MemoryProbe],
     ours_ready: bool,
     ours_status: int,
+    read_ahead: bool,
 ) -> PartResult:
     """Return the latency, first-byte, CPU and memory tables with their verdicts, and the summary."""
     quick = plan is QUICK
     suffix = " (QUICK smoke run, not for quoting)" if quick else ""
+    kept = "ours, no read-ahead" if read_ahead else "ours, read-ahead on"
+    names = [kept if variant == OURS_KEPT else variant for variant in VARIANTS]
 
     def med(samples: dict[tuple[str, int], list[float]], variant: str, size: int) -> float:
         return median(samples.get((variant, size), []))
@@ -564,11 +581,11 @@ def _tables(
         "HTTP download latency, median ms (gunicorn, 2 sync workers, 127.0.0.1)" + suffix,
         [
             "size",
-            *[f"{variant} ms" for variant in VARIANTS],
+            *[f"{name} ms" for name in names],
             "ours/plain",
             "case study/plain",
             "ours/plain+login",
-            f"{OURS_KEPT}/plain",
+            f"{kept}/plain",
             "target ours/plain",
             "verdict",
             "reps",
@@ -577,17 +594,17 @@ def _tables(
     )
     first_byte = Table(
         "HTTP first body byte, median ms" + suffix,
-        ["size", *[f"{variant} ms" for variant in VARIANTS], "target ours", "verdict"],
+        ["size", *[f"{name} ms" for name in names], "target ours", "verdict"],
     )
     cpu = Table(
         "HTTP worker CPU per request, median ms (diagnostic: where the time goes)" + suffix,
         [
             "size",
-            *[f"{variant} CPU ms" for variant in VARIANTS],
+            *[f"{name} CPU ms" for name in names],
             "ours - plain+login CPU ms",
             "ours wall - CPU ms",
             "ours page faults",
-            f"{OURS_KEPT} page faults",
+            f"{kept} page faults",
         ],
     )
     misses: list[str] = []
@@ -624,7 +641,7 @@ def _tables(
                 "http",
                 f"download latency / plain FileResponse, {size_label(size)}",
                 f"<= {target}x" if target else "-",
-                f"{ratio_text(ours_ratio)} ({OURS_KEPT.removeprefix('ours, ')} "
+                f"{ratio_text(ours_ratio)} ({kept.removeprefix('ours, ')} "
                 f"{ratio_text(median(paired.get(('kept', size), [])))}, "
                 f"/plain+login {ratio_text(median(paired.get(('ours/login', size), [])))})",
                 verdict,
@@ -666,11 +683,13 @@ def _tables(
         "of Django's session authentication, which plain does not pay. Three gunicorn servers "
         "(2 sync workers each, one request in flight at a time): plain, plain+login and ours "
         "share one; the case study has its own, so that its whole-file buffers cannot change "
-        f"the allocator state of the workers serving ours; '{OURS_KEPT}' (diagnostic) is ours "
+        f"the allocator state of the workers serving ours; '{kept}' (diagnostic) is ours "
         "on a server of its own with the read-ahead thread turned the other way from ours ("
         + ", ".join(f"{k}={v}" for k, v in SERVER_GROUPS["kept"].items())
-        + f"; {_CORES} usable cores: ours "
-        + ("decrypts in the serving thread only). " if _CORES <= 2 else "reads ahead from 4 MiB). ")
+        + f"; {_CORES} usable cores, VAULT_READ_AHEAD "
+        + (os.environ.get("VAULT_READ_AHEAD") or "auto")
+        + ": ours "
+        + ("reads ahead from 4 MiB). " if read_ahead else "decrypts in the serving thread only). ")
         + "Ratios are medians of per-repetition ratios (each variant over plain in the same "
         "round), so they need not equal the ratio of the medians shown."
     )

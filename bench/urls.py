@@ -2,6 +2,7 @@
 
 import os
 
+from django.conf import settings
 from django.urls import include, path
 
 from vault import downloads
@@ -10,9 +11,9 @@ from . import baseline_views
 
 if os.environ.get("BENCH_READ_AHEAD_FLIP"):
     # The diagnostic server of `python -m bench http`: the download view's read-ahead turned the
-    # other way from its default here (on from 4 MiB where the default is off, and off where it
-    # is on), to measure what it buys, side by side.
-    downloads.READ_AHEAD_MIN_BYTES = 4 << 20 if downloads.READ_AHEAD_MIN_BYTES is None else None
+    # other way from its default here (VAULT_READ_AHEAD on where it is off, and off where it is
+    # on), to measure what it buys, side by side.
+    settings.VAULT_READ_AHEAD = "off" if downloads.read_ahead_enabled() else "on"
 
 urlpatterns = [
     path("bench/plain/<str:name>", baseline_views.plain_download, name="bench_plain"),

@@ -92,7 +92,8 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
-    "csp.middleware.CSPMiddleware",
+    # django-csp's, with the site's policy built once (vault/middleware.py).
+    "vault.middleware.SitePolicyCSPMiddleware",
     # Before CsrfViewMiddleware: its process_view reads request.POST, which parses the body.
     "vault.middleware.RequestLimitMiddleware",
     "vault.middleware.PrivatePagesMiddleware",
@@ -206,6 +207,11 @@ VAULT_MAX_UPLOAD_SIZE = int(env("VAULT_MAX_UPLOAD_SIZE") or 100 * 1024 * 1024)
 # The case study's Fernet files are read whole into memory: up to this size; off once none are left.
 VAULT_LEGACY_READ = env_bool("VAULT_LEGACY_READ", True)
 VAULT_LEGACY_MAX_SIZE = int(env("VAULT_LEGACY_MAX_SIZE") or 256 * 1024 * 1024)
+# Downloads from 4 MiB decrypt the next segments in a thread while the server writes: "auto" (on
+# from vault.downloads.READ_AHEAD_AUTO_CORES usable cores), "on" or "off".
+VAULT_READ_AHEAD = (env("VAULT_READ_AHEAD") or "auto").strip().lower()
+if VAULT_READ_AHEAD not in ("auto", "on", "off"):
+    raise ImproperlyConfigured("VAULT_READ_AHEAD must be auto, on or off.")
 # A request body may exceed the largest upload by this much (the form around the file); beyond,
 # 413 before anything is read. File parts go only to views marked @accepts_uploads (and the admin).
 VAULT_REQUEST_MARGIN = int(env("VAULT_REQUEST_MARGIN") or 1024 * 1024)

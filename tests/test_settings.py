@@ -12,7 +12,7 @@ ROOT = Path(__file__).resolve().parent.parent
 PROBE = (
     "import json, django; from django.conf import settings; django.setup(); "
     "print(json.dumps({name: str(getattr(settings, name)) for name in "
-    "['VAULT_KEYS', 'VAULT_KDF_SALT', 'DEBUG', 'MEDIA_ROOT', 'DATABASES']}))"
+    "['VAULT_KEYS', 'VAULT_KDF_SALT', 'DEBUG', 'MEDIA_ROOT', 'DATABASES', 'VAULT_READ_AHEAD']}))"
 )
 
 
@@ -65,6 +65,15 @@ def test_defaults_are_sqlite_media_folder_and_debug_off(tmp_path):
     assert seen["MEDIA_ROOT"] == str(ROOT / "media")
     assert "sqlite3" in seen["DATABASES"]
     assert settings_with({"DOCVAULT_ENV_FILE": "", "DJANGO_DEBUG": "1"})["DEBUG"] == "True"
+
+
+def test_read_ahead_is_auto_unless_forced_on_or_off():
+    assert settings_with({"DOCVAULT_ENV_FILE": ""})["VAULT_READ_AHEAD"] == "auto"
+    seen = settings_with({"DOCVAULT_ENV_FILE": "", "VAULT_READ_AHEAD": " Off "})
+    assert seen["VAULT_READ_AHEAD"] == "off"
+    with pytest.raises(subprocess.CalledProcessError) as error:
+        settings_with({"DOCVAULT_ENV_FILE": "", "VAULT_READ_AHEAD": "sometimes"})
+    assert "VAULT_READ_AHEAD must be auto, on or off." in error.value.stderr
 
 
 def test_database_url_selects_postgresql():

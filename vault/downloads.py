@@ -35,12 +35,14 @@ any synchronous streaming response whole before sending it.
 """
 
 import contextvars
+import functools
 import logging
 import os
 import time
 import uuid
 from typing import Any
 
+from django.conf import settings
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import ImproperlyConfigured, SuspiciousFileOperation
 from django.http import Http404, HttpRequest, HttpResponse, StreamingHttpResponse
@@ -81,6 +83,18 @@ KEY_MISSING_STAFF = "Encryption key not configured."
 TRY_AGAIN = "Please try again later."
 
 
+# Bytes from which a response decrypts ahead in a thread, and how many segments ahead: below a few
+# segments, starting the thread costs more than it saves.
+READ_AHEAD_MIN_BYTES = 4 << 20
+READ_AHEAD_SEGMENTS = 2
+# VAULT_READ_AHEAD "auto" turns the thread on from this many usable cores. It gains while a core is
+# free for it as the server writes: on 2 cores at load 1.3 it cut 10 MB and 100 MB downloads by
+# 5-17% (bench/RESULTS.md, "Issue 9"); on 2 cores already busy (load 4-9) it lost.
+READ_AHEAD_AUTO_CORES = 2
+READ_AHEAD_MODES = ("auto", "on", "off")
+
+
+@functools.cache
 def _usable_cores() -> int:
     try:
         return len(os.sched_getaffinity(0))
@@ -88,11 +102,12 @@ def _usable_cores() -> int:
         return os.cpu_count() or 1
 
 
-# Bytes from which a response decrypts ahead in a thread, and how many segments ahead. The thread
-# gains only with a core of its own while the server writes: on 2 cores (bench/RESULTS.md,
-# 2026-11-29) it made 10 MB and 100 MB downloads 3-12% slower, so it starts from 3 usable cores.
-READ_AHEAD_MIN_BYTES: int | None = 4 << 20 if _usable_cores() > 2 else None
-READ_AHEAD_SEGMENTS = 2
+def read_ahead_enabled() -> bool:
+    """Return whether large downloads decrypt ahead in a thread (VAULT_READ_AHEAD: auto, on, off)."""
+    mode = getattr(settings, "VAULT_READ_AHEAD", "auto")
+    if mode == "auto":
+        return _usable_cores() >= READ_AHEAD_AUTO_CORES
+    return mode == "on"
 
 
 @require_safe
@@ -236,9 +251,9 @@ def _respond(request: HttpRequest, document: Document, file: Any, plan: _Plan) -
             file.seek(start)
         length = size if byte_range is None else byte_range[1] - start + 1
         # Large responses decrypt the next segments in a thread while the server writes the
-        # current one; below a few segments starting the thread costs more than it saves.
-        threshold = READ_AHEAD_MIN_BYTES
-        read_ahead = READ_AHEAD_SEGMENTS if threshold is not None and length >= threshold else 0
+        # current one.
+        large = length >= READ_AHEAD_MIN_BYTES
+        read_ahead = READ_AHEAD_SEGMENTS if large and read_ahead_enabled() else 0
         segments = file.segments(read_ahead=read_ahead)
         first = next(segments, b"")
         stream = PlaintextStream(
@@ -250,7 +265,12 @@ def _respond(request: HttpRequest, document: Document, file: Any, plan: _Plan) -
             response = StreamingHttpResponse(stream, content_type=mime, status=206)
             response["Content-Range"] = f"bytes {start}-{byte_range[1]}/{size}"
 
-    inline = request.GET.get("inline") == "1" and mime in INLINE_TYPES
+    # Most requests carry no query string: no QueryDict to parse for them.
+    inline = (
+        mime in INLINE_TYPES
+        and bool(request.META.get("QUERY_STRING"))
+        and request.GET.get("inline") == "1"
+    )
     response["Content-Length"] = str(length)
     response["Content-Disposition"] = content_disposition(
         "inline" if inline else "attachment", document.original_filename

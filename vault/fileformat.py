@@ -494,15 +494,20 @@ class DecryptingReader(_Reader):
         keys: Mapping[bytes, bytes],
         *,
         on_failure: Callable[[DecryptionError], None] | None = None,
+        _head: bytes = b"",
+        _ciphertext_size: int | None = None,
     ) -> None:
+        # `_head` (decrypt_open only): the first bytes of a seekable file, already read, with the
+        # file's length; the preamble is parsed from them instead of being read again.
         super().__init__()
         self._on_failure = on_failure
         seekable = bool(getattr(fileobj, "seekable", lambda: False)())
-        if seekable:
-            fileobj.seek(0, io.SEEK_END)
-            ciphertext_size = fileobj.tell()
+        if seekable and _ciphertext_size is None:
+            ciphertext_size = _end_seek(fileobj)
             fileobj.seek(0)
-        preamble = _preamble_read(fileobj)
+        elif seekable:
+            ciphertext_size = _ciphertext_size
+        preamble = _preamble_read(fileobj, _head)
         header, key, salt, nonce_prefix = _preamble_parse(preamble, keys)
         _, self.version, self.key_id, self.segment_size = _FIXED.unpack_from(header)
         self.document_id = header[_FIXED.size :] if self.version >= 2 else None
@@ -761,26 +766,41 @@ def decrypt_open(
     *,
     on_failure: Callable[[DecryptionError], None] | None = None,
     legacy_max_size: int | None = LEGACY_MAX_SIZE,
+    legacy_refusal: str | None = None,
 ) -> BinaryIO:
     """Return a plaintext reader for a v2, v1 or legacy file; closing it closes `fileobj`.
 
     A legacy file is decrypted whole (refused above `legacy_max_size` bytes; None: no cap) and
-    `fileobj` closed at once. On error `fileobj` stays open. `on_failure` is called once with the
-    first DecryptionError that a later read meets.
+    `fileobj` closed at once; with `legacy_refusal` set, it is refused with that reason instead.
+    On error `fileobj` stays open. `on_failure` is called once with the first DecryptionError that
+    a later read meets.
     """
     seekable = bool(getattr(fileobj, "seekable", lambda: False)())
+    ciphertext_size = None
     if seekable:
+        # The length before the head: asking a buffered file for it afterwards would drop the
+        # buffered head, from which the first segment is then read without another read.
+        ciphertext_size = _end_seek(fileobj)
         fileobj.seek(0)
+    # The head is read once: it routes the file and holds a Docvault file's preamble.
     head = _read_exactly(fileobj, CLASSIFY_BYTES)
     found = classify(head)
-    if seekable:
-        fileobj.seek(0)
-        source = fileobj
-    else:
-        source = _Replay(head, fileobj)
     if found.is_docvault:
-        return DecryptingReader(source, keys, on_failure=on_failure)
+        if seekable:
+            return DecryptingReader(
+                fileobj,
+                keys,
+                on_failure=on_failure,
+                _head=head,
+                _ciphertext_size=ciphertext_size,
+            )
+        return DecryptingReader(_Replay(head, fileobj), keys, on_failure=on_failure)
     if found.kind is Kind.LEGACY:
+        if legacy_refusal is not None:
+            raise DecryptionError(legacy_refusal)
+        if seekable:
+            fileobj.seek(0)
+        source = fileobj if seekable else _Replay(head, fileobj)
         plaintext = legacy_open(source, fernet_keys, max_size=legacy_max_size)
         fileobj.close()
         return plaintext
@@ -839,13 +859,30 @@ def _segment_locate(pos: int, segment_size: int) -> tuple[int, int]:
     return index + 1, offset
 
 
-def _preamble_read(fileobj: BinaryIO) -> bytes:
-    """Read the preamble of the version the file names (fewer bytes only at end of file)."""
-    start = _read_exactly(fileobj, len(_MAGIC) + 1)
+def _preamble_read(fileobj: BinaryIO, head: bytes = b"") -> bytes:
+    """Read the preamble of the version the file names (fewer bytes only at end of file).
+
+    `head` holds the file's first bytes, already read (the position is just after them): the
+    preamble comes from it first, and only what it lacks is read.
+    """
+
+    def first(size: int) -> bytes:
+        nonlocal head
+        if len(head) < size:
+            head += _read_exactly(fileobj, size - len(head))
+        return head[:size]
+
+    start = first(len(_MAGIC) + 1)
     version = start[-1] if len(start) == len(_MAGIC) + 1 else None
     if version not in _HEADERS or not start.startswith(_MAGIC):
         return start  # _preamble_parse names what is wrong
-    return start + _read_exactly(fileobj, preamble_size(version) - len(start))
+    return first(preamble_size(version))
+
+
+def _end_seek(fileobj: BinaryIO) -> int:
+    """Move to the end of a seekable file and return its length."""
+    end = fileobj.seek(0, io.SEEK_END)
+    return end if isinstance(end, int) else fileobj.tell()
 
 
 def _preamble_parse(

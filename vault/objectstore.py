@@ -5,8 +5,9 @@ module changes only how an object is read. `S3File` downloads the whole object o
 so a `Range` request for one segment of a 1 GB file would fetch 1 GB. The vault instead opens each
 object for reading as a `RangedObjectFile`: one small ranged GET for the head when it is opened
 (existence, size, ETag and the file's header in one round trip), then one ranged GET for each read
-the head cannot answer. The decrypting reader reads one whole segment per call, so a download
-fetches each segment with one GET and a Range request only the segments it needs.
+the head cannot answer, of the bytes it lacks. The decrypting reader reads one whole segment per
+call, so a download fetches each segment with one GET and every byte once, and a Range request only
+the segments it needs.
 
 Writes stream through boto3's managed transfer (`S3Storage._save`): one PUT below the multipart
 threshold, a multipart upload above it, with at most `UPLOAD_CHUNKS_IN_MEMORY` parts of
@@ -44,8 +45,9 @@ class ObjectChangedError(OSError):
 class RangedObjectFile(io.RawIOBase):
     """A seekable, read-only file over one object, reading it with ranged GETs.
 
-    Each `read(n)` that the last fetched range cannot answer fetches exactly the `n` bytes asked
-    for (fewer at the end): callers should read in large pieces, as the decrypting reader does.
+    Each `read(n)` that the last fetched range cannot answer fetches the `n` bytes asked for
+    (fewer at the end), less those at its start that the last range holds: callers should read in
+    large pieces, as the decrypting reader does.
     Raises FileNotFoundError when the object does not exist.
     """
 
@@ -97,7 +99,12 @@ class RangedObjectFile(io.RawIOBase):
             return b""
         start = self._pos
         buffer_end = self._buffer_start + len(self._buffer)
-        if not (self._buffer_start <= start and end <= buffer_end):
+        if self._buffer_start <= start < buffer_end < end:
+            # Only what the last range lacks: the first segment starts inside the head's GET.
+            kept = self._buffer[start - self._buffer_start :]
+            self._buffer = kept + self._get(buffer_end, end)
+            self._buffer_start = start
+        elif not (self._buffer_start <= start and end <= buffer_end):
             self._buffer = self._get(start, end)
             self._buffer_start = start
         offset = start - self._buffer_start

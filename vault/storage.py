@@ -146,9 +146,10 @@ def decrypting_open(handle: BinaryIO, name: str) -> DecryptedFile:
         reader = fileformat.decrypt_open(
             handle,
             ring.file_keys,
-            _legacy_keys(handle, ring.fernet_keys),
+            ring.fernet_keys,
             on_failure=failure_record,
             legacy_max_size=legacy_max_size(),
+            legacy_refusal=None if legacy_read_enabled() else LEGACY_OFF,
         )
     except DecryptionError as exc:
         handle.close()
@@ -197,18 +198,6 @@ def bound_check(file: DecryptedFile, document: Any) -> None:
         return  # legacy Fernet: bound once rotation or import rewrites it
     if not bound:
         raise DecryptionError(NOT_BOUND)
-
-
-def _legacy_keys(handle: BinaryIO, fernet_keys: Any) -> Any:
-    """Return the Fernet keys, or none, refusing a legacy file by name, if legacy reading is off."""
-    if legacy_read_enabled():
-        return fernet_keys
-    if getattr(handle, "seekable", lambda: False)():
-        head = handle.read(fileformat.CLASSIFY_BYTES)
-        handle.seek(0)
-        if fileformat.classify(head).kind is fileformat.Kind.LEGACY:
-            raise DecryptionError(LEGACY_OFF)
-    return ()
 
 
 def _decrypted_file(reader: Any, name: str) -> DecryptedFile:

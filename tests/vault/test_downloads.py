@@ -4,6 +4,7 @@ import logging
 import os
 import socket
 import struct
+import threading
 import zlib
 from datetime import timedelta
 
@@ -93,14 +94,13 @@ def pdf(alice):
 
 
 @pytest.fixture(params=["direct", "read-ahead"])
-def read_ahead(request, monkeypatch):
+def read_ahead(request, monkeypatch, settings):
     """Serve every size directly, or every size through the read-ahead thread (large files' path)."""
     from vault import downloads
 
     # The default depends on the machine's cores: each test sets it either way explicitly.
-    monkeypatch.setattr(
-        downloads, "READ_AHEAD_MIN_BYTES", 0 if request.param == "read-ahead" else None
-    )
+    settings.VAULT_READ_AHEAD = "on" if request.param == "read-ahead" else "off"
+    monkeypatch.setattr(downloads, "READ_AHEAD_MIN_BYTES", 0)
     return request.param
 
 
@@ -521,6 +521,35 @@ def test_if_range_gets_the_whole_file(client, alice, big):
     )
     assert response.status_code == 200
     assert body(response) == data
+
+
+# Read-ahead --------------------------------------------------------------------------------------
+
+
+def read_ahead_threads() -> list[threading.Thread]:
+    return [thread for thread in threading.enumerate() if thread.name == "docvault-read-ahead"]
+
+
+@pytest.mark.parametrize("mode", ["auto", "on", "off"])
+@pytest.mark.parametrize("over", [0, 1])
+def test_read_ahead_follows_its_setting_from_its_size(
+    mode, over, client, alice, big, settings, monkeypatch
+):
+    from vault import downloads
+
+    document, data = big
+    settings.VAULT_READ_AHEAD = mode
+    # The big document's length is the threshold (over=0) or one byte short of it (over=1).
+    monkeypatch.setattr(downloads, "READ_AHEAD_MIN_BYTES", len(data) + over)
+    client.force_login(alice)
+    response = client.get(download_url(document))
+    started = bool(read_ahead_threads())
+    assert b"".join(response.streaming_content) == data
+    response_close(response)
+    auto = downloads._usable_cores() >= downloads.READ_AHEAD_AUTO_CORES
+    assert started == (not over and (mode == "on" or (mode == "auto" and auto)))
+    assert downloads.read_ahead_enabled() == (mode == "on" or (mode == "auto" and auto))
+    assert read_ahead_threads() == []
 
 
 # HEAD --------------------------------------------------------------------------------------------

@@ -1002,6 +1002,31 @@ def test_decrypt_open_reads_v2_and_v1(seekable, version):
     assert source.closed
 
 
+@VERSIONS
+def test_decrypt_open_reads_the_head_once(version):
+    plaintext = data(FIRST + 2 * LATER)
+    source = CountingFile(SEALERS[version](plaintext))
+    reader = decrypt_open(source, KEYS, [])
+    # One read classifies the file and holds its preamble: nothing of it is read again.
+    assert source.reads == [(0, CLASSIFY_BYTES)]
+    source.reads.clear()
+    assert reader.read(10) == plaintext[:10]
+    assert source.reads == [(preamble_size(version), S - 40)]  # the first segment, whole
+
+
+@pytest.mark.parametrize("seekable", [True, False])
+def test_decrypt_open_refuses_a_legacy_file_when_told_to(seekable):
+    source = CountingFile(LEGACY_TOKEN) if seekable else CountingPipe(LEGACY_TOKEN, step=100)
+    with pytest.raises(DecryptionError) as failure:
+        decrypt_open(source, KEYS, [LEGACY_KEY], legacy_refusal="legacy reading is off")
+    assert failure.value.reason == "legacy reading is off"
+    assert not source.closed
+    if seekable:
+        assert source.reads == [(0, CLASSIFY_BYTES)]
+    else:
+        assert source.consumed == CLASSIFY_BYTES
+
+
 def test_a_file_written_for_another_document_reads_and_names_its_document():
     # Refusing it is the caller's check: the reader reports the authenticated document ID.
     ciphertext = seal(b"Globex revenue", document_id=OTHER_DOCUMENT)

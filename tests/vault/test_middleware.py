@@ -3,16 +3,20 @@
 import io
 
 import pytest
+from csp.constants import NONCE
+from csp.decorators import csp_exempt, csp_update
+from csp.exceptions import CSPNonceError
+from csp.utils import build_policy
 from django.contrib.staticfiles import finders
 from django.core.files.base import ContentFile
 from django.core.handlers.asgi import ASGIRequest
 from django.core.handlers.exception import convert_exception_to_response
 from django.http import HttpResponse
-from django.test import Client
+from django.test import Client, RequestFactory
 from django.urls import reverse
 
 from tests.helpers import document_events, response_close
-from vault.middleware import RequestLimitMiddleware, request_body_limit
+from vault.middleware import RequestLimitMiddleware, SitePolicyCSPMiddleware, request_body_limit
 from vault.models import Company, Document
 
 pytestmark = pytest.mark.django_db
@@ -249,3 +253,69 @@ def test_an_inline_pdf_keeps_its_own_stricter_policy(client, alice):
     assert response.status_code == 200
     assert response["Content-Security-Policy"].startswith("default-src 'none'")
     assert response["Cache-Control"] == "private, no-store"
+
+
+def csp_middleware_run(view, path="/documents/"):
+    """Return the response of `view` through the site's CSP middleware alone."""
+    middleware = SitePolicyCSPMiddleware(view)
+    return middleware(RequestFactory().get(path))
+
+
+def test_the_site_policy_is_django_csps_own(client):
+    response = client.get(reverse("login"))
+
+    assert response["Content-Security-Policy"] == build_policy()
+    assert "Content-Security-Policy-Report-Only" not in response
+
+
+def test_a_changed_policy_setting_is_served_at_once(settings):
+    csp_middleware_run(lambda request: HttpResponse())  # the first policy, built and kept
+    settings.CONTENT_SECURITY_POLICY = {
+        "DIRECTIVES": {"default-src": ["'none'"]},
+        "EXCLUDE_URL_PREFIXES": ["/static/"],
+    }
+    settings.CONTENT_SECURITY_POLICY_REPORT_ONLY = {"DIRECTIVES": {"img-src": ["'self'"]}}
+
+    response = csp_middleware_run(lambda request: HttpResponse())
+    excluded = csp_middleware_run(lambda request: HttpResponse(), path="/static/site.css")
+
+    assert response["Content-Security-Policy"] == "default-src 'none'"
+    assert response["Content-Security-Policy-Report-Only"] == build_policy(report_only=True)
+    assert "img-src 'self'" in response["Content-Security-Policy-Report-Only"]
+    assert "Content-Security-Policy" not in excluded
+    assert "img-src 'self'" in excluded["Content-Security-Policy-Report-Only"]
+
+
+def test_a_views_own_policy_and_a_nonce_go_through_django_csp(settings):
+    settings.CONTENT_SECURITY_POLICY = {
+        "DIRECTIVES": {"default-src": ["'self'"], "img-src": ["'self'"], "script-src": [NONCE]}
+    }
+
+    @csp_update({"img-src": ["https://images.example"]})
+    def updated(request):
+        return HttpResponse()
+
+    @csp_exempt()
+    def exempt(request):
+        return HttpResponse()
+
+    def with_nonce(request):
+        return HttpResponse(f"<script nonce='{request.csp_nonce}'></script>")
+
+    def nonce_too_late(request):
+        response = HttpResponse()
+        response.request = request
+        return response
+
+    assert (
+        "img-src 'self' https://images.example"
+        in (csp_middleware_run(updated)["Content-Security-Policy"])
+    )
+    assert "Content-Security-Policy" not in csp_middleware_run(exempt)
+    response = csp_middleware_run(with_nonce)
+    nonce = response.content.decode().split("'")[1]
+    assert response["Content-Security-Policy"] == build_policy(nonce=nonce) != build_policy()
+    late = csp_middleware_run(nonce_too_late)
+    assert late["Content-Security-Policy"] == build_policy()
+    with pytest.raises(CSPNonceError):
+        str(late.request.csp_nonce)
