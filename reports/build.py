@@ -11,15 +11,14 @@ import io
 import re
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from django.conf import settings
 from django.db import NotSupportedError
 from django.db.backends.base.base import BaseDatabaseWrapper
-from django.db.models import Count, Max, Min, Q, QuerySet, Sum
-from django.db.models.functions import TruncDate
+from django.db.models import Count, Max, Min, QuerySet, Sum
 from django.db.models.sql.compiler import SQLCompiler
 from django.db.models.sql.constants import MULTI
 from django.utils import timezone
@@ -31,7 +30,7 @@ from compliance.models import GENESIS_HASH, AccessEvent, ScanFinding, ScanRun
 from vault import fileformat
 from vault.access import Action, Outcome
 from vault.keys import keyring
-from vault.models import Document
+from vault.models import Document, Membership
 
 from .models import Report
 
@@ -49,6 +48,7 @@ _CSV_TEXT_COLUMNS = frozenset(
     {"actor_username", "reason", "document_title", "stored_name", "user_agent", "request_id"}
 )
 _FORMULA_START = tuple(FORMULA_START)
+_OUTCOMES = tuple(outcome.value for outcome in Outcome)
 _UUID_HEX = re.compile(r"[0-9a-f]{32}")
 
 NOT_CONFIGURED = "not configured"
@@ -508,61 +508,77 @@ def _activity_svg(period: Period, unit: str, buckets: list[dict]) -> str:
 
 
 def _access(period: Period) -> Access:
+    """Return the access section: a few grouped passes over the period's events in SQL.
+
+    A year holds a million events: each full pass costs about a second, so one GROUP BY fine
+    enough for every per-outcome, per-action, per-person and per-company figure is summed here,
+    and only what it cannot give (distinct documents, the documents table, days) has its own.
+    """
     events = period_events(period)
-    by_outcome = {outcome.value: 0 for outcome in Outcome}
-    for row in events.values("outcome").annotate(n=Count("pk")):
-        by_outcome[row["outcome"]] = row["n"]
-    total = sum(by_outcome.values())
-    outcome_counts = {
-        "allowed": Count("pk", filter=Q(outcome=Outcome.ALLOWED)),
-        "denied": Count("pk", filter=Q(outcome=Outcome.DENIED)),
-        "failed": Count("pk", filter=Q(outcome=Outcome.FAILED)),
-    }
     labels = dict(Action.choices)
-    by_action = [
-        {**row, "label": labels.get(row["action"], row["action"])}
-        for row in events.values("action")
-        .annotate(total=Count("pk"), **outcome_counts)
-        .order_by("-total", "action")
-    ]
-    companies = list(
-        events.values("actor__memberships__company__name")
-        .annotate(
-            total=Count("pk"),
-            users=Count("actor_username", distinct=True),
-            reads=Count("pk", filter=Q(outcome=Outcome.ALLOWED, action__in=READ_ACTIONS)),
-            **outcome_counts,
+    read_actions = {action.value for action in READ_ACTIONS}
+    groups = list(
+        events.values("actor_id", "actor_username", "action", "outcome", "staff_read").annotate(
+            n=Count("pk"), bytes=Sum("bytes_served")
         )
-        .order_by("-total")
     )
-    for row in companies:
-        row["company"] = row.pop("actor__memberships__company__name")
-    user_rows = events.values("actor_username").annotate(
-        total=Count("pk"),
-        reads=Count("pk", filter=Q(outcome=Outcome.ALLOWED, action__in=READ_ACTIONS)),
-        documents=Count(
-            "document_id",
-            distinct=True,
-            filter=Q(outcome=Outcome.ALLOWED, action__in=READ_ACTIONS),
-        ),
-        staff_reads=Count("pk", filter=Q(staff_read=True, outcome=Outcome.ALLOWED)),
-        bytes=Sum("bytes_served", filter=Q(outcome=Outcome.ALLOWED)),
-        **outcome_counts,
-    )
-    users = list(user_rows.order_by("-total", "actor_username")[:MAX_USERS])
-    reads = events.filter(outcome=Outcome.ALLOWED, action__in=READ_ACTIONS)
-    document_reads = reads.filter(document__isnull=False)  # CLI decryptions name no document
+    companies_of = _companies_of({group["actor_id"] for group in groups})
+    by_outcome = {outcome.value: 0 for outcome in Outcome}
+    actions: dict[str, dict] = {}
+    people: dict[str, dict] = {}
+    companies: dict[str | None, dict] = {}
+    company_people: dict[str | None, set[str]] = {}
+    reads = 0
+    for group in groups:
+        n, outcome, action = group["n"], group["outcome"], group["action"]
+        read = n if outcome == Outcome.ALLOWED and action in read_actions else 0
+        reads += read
+        by_outcome[outcome] = by_outcome.get(outcome, 0) + n
+        _tally(actions.setdefault(action, _counts(action=action)), outcome, n)
+        username = group["actor_username"]
+        person = people.setdefault(
+            username,
+            _counts(actor_username=username, reads=0, documents=0, staff_reads=0, bytes=None),
+        )
+        _tally(person, outcome, n)
+        person["reads"] += read
+        if outcome == Outcome.ALLOWED:
+            person["staff_reads"] += n if group["staff_read"] else 0
+            if group["bytes"] is not None:
+                person["bytes"] = (person["bytes"] or 0) + group["bytes"]
+        # An event counts once for each company its actor belongs to (or "no company").
+        for company in companies_of.get(group["actor_id"], (None,)):
+            row = companies.setdefault(company, _counts(company=company, reads=0))
+            _tally(row, outcome, n)
+            row["reads"] += read
+            company_people.setdefault(company, set()).add(username)
+    for company, row in companies.items():
+        row["users"] = len(company_people[company])
+    read_events = events.filter(outcome=Outcome.ALLOWED, action__in=READ_ACTIONS)
+    for row in read_events.values("actor_username").annotate(
+        documents=Count("document_id", distinct=True)
+    ):
+        people[row["actor_username"]]["documents"] = row["documents"]
+    document_reads = read_events.filter(document__isnull=False)  # CLI decryptions name no document
     documents = list(
         document_reads.values("document_id")
         .annotate(
             reads=Count("pk"),
             readers=Count("actor_username", distinct=True),
             title=Max("document_title"),
-            company=Max("document__company__name"),
             last=Max("when"),
         )
-        .order_by("-reads", "document_id")[:MAX_DOCUMENTS]
+        .order_by("-reads", "document_id")
     )
+    # The owner as it is now (None once the document is deleted), looked up for the rows shown
+    # rather than joined to every event.
+    owners = dict(
+        Document.objects.filter(
+            pk__in=[row["document_id"] for row in documents[:MAX_DOCUMENTS]]
+        ).values_list("pk", "company__name")
+    )
+    for row in documents[:MAX_DOCUMENTS]:
+        row["company"] = owners.get(row["document_id"])
     incidents_qs = events.filter(outcome__in=(Outcome.DENIED, Outcome.FAILED))
     incidents = list(
         incidents_qs.order_by("seq").values(
@@ -582,25 +598,27 @@ def _access(period: Period) -> Access:
     reasons = incidents_qs.values("outcome", "action", "reason").annotate(
         events=Count("pk"), first=Min("when"), last=Max("when")
     )
-    days = {}
-    for row in (
-        events.annotate(day=TruncDate("when")).values("day", "outcome").annotate(n=Count("pk"))
-    ):
-        days.setdefault(row["day"], {"day": row["day"]})[row["outcome"]] = row["n"]
-    day_rows = [days[day] for day in sorted(days)]
+    day_rows = _day_counts(period)
     # Future days add nothing to the chart; a period of decades is drawn per month or year.
     last_day = min(period.last_day, timezone.localdate())
     unit, buckets = activity_buckets(day_rows, period.first_day, max(last_day, period.first_day))
+    user_rows = sorted(people.values(), key=lambda row: (-row["total"], row["actor_username"]))
     return Access(
-        total=total,
+        total=sum(by_outcome.values()),
         by_outcome=by_outcome,
-        by_action=by_action,
-        companies=companies,
-        users=users,
-        user_count=user_rows.count(),
-        documents=documents,
-        document_count=document_reads.values("document_id").distinct().count(),
-        reads=reads.count(),
+        by_action=[
+            {**row, "label": labels.get(row["action"], row["action"])}
+            for row in sorted(actions.values(), key=lambda row: (-row["total"], row["action"]))
+        ],
+        companies=sorted(
+            companies.values(),
+            key=lambda row: (-row["total"], row["company"] is None, row["company"] or ""),
+        ),
+        users=user_rows[:MAX_USERS],
+        user_count=len(people),
+        documents=documents[:MAX_DOCUMENTS],
+        document_count=len(documents),
+        reads=reads,
         incidents=incidents,
         incident_count=by_outcome[Outcome.DENIED] + by_outcome[Outcome.FAILED],
         incident_reasons=[
@@ -614,6 +632,52 @@ def _access(period: Period) -> Access:
         activity_unit=unit,
         activity_svg=_activity_svg(period, unit, buckets),
     )
+
+
+def _counts(**fields: Any) -> dict:
+    """Return a table row: `fields`, a total and a count per outcome, all zero."""
+    return {**fields, "total": 0, **dict.fromkeys(_OUTCOMES, 0)}
+
+
+def _tally(row: dict, outcome: str, n: int) -> None:
+    """Add `n` events of `outcome` to a table row made by _counts()."""
+    row["total"] += n
+    if outcome in _OUTCOMES:
+        row[outcome] += n
+
+
+def _companies_of(actor_ids: set[Any]) -> dict[Any, list[str]]:
+    """Return the names of the companies of each of these users that belongs to any."""
+    names: dict[Any, list[str]] = {}
+    memberships = Membership.objects.filter(user_id__in=actor_ids - {None})
+    for user_id, name in memberships.values_list("user_id", "company__name"):
+        names.setdefault(user_id, []).append(name)
+    return names
+
+
+def _day_counts(period: Period) -> list[dict]:
+    """Return the events per local day and outcome: one index range per day of the period.
+
+    Grouping by TruncDate would convert every event's time (on SQLite in Python: seconds for a
+    year); the events of a day are those of the period cut to [local midnight, next midnight).
+    """
+    zone = timezone.get_current_timezone()
+    rows = []
+    day = period.first_day
+    while day <= period.last_day:
+        day_after = day + timedelta(days=1)
+        start = max(period.start, datetime.combine(day, datetime.min.time(), zone))
+        end = min(period.end, datetime.combine(day_after, datetime.min.time(), zone))
+        counts = {
+            row["outcome"]: row["n"]
+            for row in period_events(replace(period, start=start, end=end))
+            .values("outcome")
+            .annotate(n=Count("pk"))
+        }
+        if counts:
+            rows.append({"day": day, **counts})
+        day = day_after
+    return rows
 
 
 def _integrity(period: Period, previous: Report | None) -> Integrity:
