@@ -1,5 +1,7 @@
 """The report's building blocks: periods, chart buckets, the access figures."""
 
+import csv
+import io
 from datetime import date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
@@ -7,12 +9,16 @@ import pytest
 from django.db.models import Count, Max, Q, Sum
 from django.db.models.functions import TruncDate
 from django.utils import timezone
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from compliance.access_log import access_event_record
 from reports.build import (
+    CSV_LINE_END,
     MAX_BARS,
     READ_ACTIONS,
     _access,
+    _csv_batch_text,
     activity_buckets,
     period_events,
     period_from_dates,
@@ -146,3 +152,40 @@ def test_the_access_figures_are_those_of_plain_queries(activity, alice, globex):
     ]
     assert access.total == events.count() == sum(access.by_outcome.values())
     assert access.days == [days[day] for day in sorted(days)]
+
+
+cells = st.one_of(
+    st.none(),
+    st.text(alphabet=st.sampled_from('ab ,"\r\n\x00=é'), max_size=8),
+    st.text(max_size=8),
+    st.integers(),
+    st.floats(),
+    st.booleans(),
+    st.uuids(),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.integers(1, 4).flatmap(
+        lambda width: st.lists(st.lists(cells, min_size=width, max_size=width))
+    )
+)
+def test_a_batch_is_written_as_csv_writer_writes_it(rows):
+    expected = io.StringIO()
+    csv_error = None
+    try:
+        csv.writer(expected, lineterminator=CSV_LINE_END).writerows(rows)
+    except csv.Error as exc:
+        csv_error = str(exc)
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator=CSV_LINE_END)
+    columns = [list(column) for column in zip(*rows, strict=True)]
+
+    try:
+        text = _csv_batch_text(columns, writer, buffer)
+    except csv.Error as exc:
+        assert str(exc) == csv_error
+    else:
+        assert csv_error is None
+        assert buffer.getvalue() + text == expected.getvalue()
