@@ -74,9 +74,11 @@ def _setup(folder: Path, events: int) -> dict[str, object]:
     start = datetime(2025, 1, 1, tzinfo=UTC)
     step = timedelta(days=365) / events
     actions = ["download"] * 70 + ["view"] * 15 + ["range"] * 8 + ["upload"] * 4 + ["share"] * 3
-    prev_hash = GENESIS_HASH
+    # Creating memberships records events through the recorder: the year's events chain on from them.
+    head = AccessEvent.objects.order_by("-seq").values_list("seq", "hash").first()
+    first_seq, prev_hash = (head[0] + 1, head[1]) if head else (1, GENESIS_HASH)
     batch: list[list[object]] = []
-    for seq in range(1, events + 1):
+    for seq in range(first_seq, first_seq + events):
         user = users[rng.randrange(len(users))]
         document = documents[rng.randrange(len(documents))]
         roll = rng.random()
@@ -85,7 +87,7 @@ def _setup(folder: Path, events: int) -> dict[str, object]:
             "seq": seq,
             "prev_hash": prev_hash,
             "chain_key_id": key_id,
-            "when": start + step * (seq - 1),
+            "when": start + step * (seq - first_seq),
             "actor_id": user.pk,
             "actor_username": user.username,
             "action": actions[rng.randrange(len(actions))],
@@ -109,12 +111,12 @@ def _setup(folder: Path, events: int) -> dict[str, object]:
         batch.append(
             [field.get_db_prep_save(values[field.attname], connection) for field in fields]
         )
-        if len(batch) == 20_000 or seq == events:
+        if len(batch) == 20_000 or seq == first_seq + events - 1:
             with transaction.atomic(), connection.cursor() as cursor:
                 cursor.executemany(sql, batch)
             batch = []
-            if seq % 200_000 == 0:
-                progress(f"report: {seq:,} events written")
+            if (seq - first_seq + 1) % 200_000 == 0:
+                progress(f"report: {seq - first_seq + 1:,} events written")
     return {"events": AccessEvent.objects.count()}
 
 

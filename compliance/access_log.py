@@ -12,8 +12,11 @@ a transaction-scoped advisory lock), so concurrent processes never fork the chai
 import hashlib
 import hmac
 import ipaddress
+import itertools
 import json
+import operator
 import re
+import socket
 import time
 import uuid
 import weakref
@@ -372,6 +375,19 @@ def chain_keys(ring: KeyRing) -> dict[str, bytes]:
 
 
 def _canonical_datetime(value: datetime) -> str:
+    zone = getattr(value, "tzinfo", False)
+    if type(value) is datetime and value.year >= 1000 and (zone is UTC or zone is None):
+        # The usual case, formatted directly: strftime() costs more than the rest of an event.
+        # (Years before 1000 take strftime's path: the C library decides how %Y pads them.)
+        return _DATETIME_FORMAT % (
+            value.year,
+            value.month,
+            value.day,
+            value.hour,
+            value.minute,
+            value.second,
+            value.microsecond,
+        )
     if timezone.is_naive(value):
         value = value.replace(tzinfo=UTC)
     return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
@@ -379,6 +395,17 @@ def _canonical_datetime(value: datetime) -> str:
 
 def _canonical_ip(value: str) -> str:
     # Packed bytes: independent of how a database or a Python version spells an address.
+    if type(value) is str:
+        # The C parser first, trusted only for an address it spells back exactly as given: any
+        # other spelling (a scope, leading zeros, mapped forms) is ipaddress's to judge.
+        for family in (socket.AF_INET, socket.AF_INET6):
+            try:
+                packed = socket.inet_pton(family, value)
+            except (OSError, ValueError):
+                continue
+            if socket.inet_ntop(family, packed) == value:
+                return packed.hex()
+            break
     return ipaddress.ip_address(value).packed.hex()
 
 
@@ -395,6 +422,11 @@ def _canonical_plain(value: Any) -> Any:
 
 
 def _canonical_uuid(value: uuid.UUID | str) -> str:
+    if type(value) is uuid.UUID:
+        return value.hex
+    if type(value) is str and _UUID_HEX.fullmatch(value):
+        # How SQLite stores a UUID: already its canonical form.
+        return value
     return uuid.UUID(str(value)).hex
 
 
@@ -404,10 +436,87 @@ _CANONICAL = {
     "client_ip": _canonical_ip,
     "duration_ms": _canonical_milliseconds,
 }
+_DATETIME_FORMAT = "%04d-%02d-%02dT%02d:%02d:%02d.%06dZ"
+_UUID_HEX = re.compile(r"[0-9a-f]{32}")
+
+# The fast path of event_canonical(): the usual event, formatted straight into the JSON that
+# json.dumps(sort_keys=True) would write. Text fields are always strings; the others are written
+# from their canonical form. The tests compare both paths with a reference built from the spec.
+_TEXT_FIELDS = (
+    "prev_hash",
+    "chain_key_id",
+    "actor_username",
+    "action",
+    "document_title",
+    "stored_name",
+    "outcome",
+    "reason",
+    "user_agent",
+    "key_id",
+    "request_id",
+)
+_text_values = operator.itemgetter(*_TEXT_FIELDS)
+_field_values = operator.itemgetter(*HASHED_FIELDS)
+# The value types of HASHED_FIELDS, in order, that the fast path formats; any other event (None
+# where the recorder never writes one, bytes, floats in an integer column, subclasses) takes
+# json.dumps.
+_FAST_TYPES = {
+    "seq": (int,),
+    "actor_id": (int, type(None)),
+    "when": (datetime,),
+    "document_id": (str, uuid.UUID, type(None)),
+    "staff_read": (bool,),
+    "client_ip": (str, type(None)),
+    "bytes_served": (int, type(None)),
+    "duration_ms": (float, int, type(None)),
+    **{name: (str,) for name in _TEXT_FIELDS},
+}
+_FAST_SIGNATURES = frozenset(itertools.product(*(_FAST_TYPES[name] for name in HASHED_FIELDS)))
+_JSON_TRUE_FALSE = {True: "true", False: "false"}
+
+
+def _canonical_template() -> str:
+    """Return the %-template of the canonical JSON: keys sorted, text quoted, the rest as given."""
+    members = []
+    for name in sorted(("format", *HASHED_FIELDS)):
+        if name == "format":
+            value = json.dumps(CHAIN_FORMAT)
+        elif name in _TEXT_FIELDS:
+            value = f'"%({name})s"'
+        else:
+            value = f"%({name})s"
+        members.append(f'"{name}":{value}')
+    return "{" + ",".join(members) + "}"
+
+
+_CANONICAL_TEMPLATE = _canonical_template()
+
+
+def _canonical_formatted(fields: Mapping[str, Any]) -> str | None:
+    """Return the canonical JSON of an event typed as the recorder writes it, whose text needs no
+    JSON escape (printable ASCII without quote or backslash); None for any other event."""
+    if tuple(map(type, _field_values(fields))) not in _FAST_SIGNATURES:
+        return None
+    text = "".join(_text_values(fields))
+    if not (text.isascii() and text.isprintable() and '"' not in text and "\\" not in text):
+        return None
+    tokens = dict(fields)
+    for name, convert in _CANONICAL.items():
+        value = tokens[name]
+        # Converted values are digits, hex and punctuation: quoted as they are.
+        tokens[name] = "null" if value is None else f'"{convert(value)}"'
+    tokens["staff_read"] = _JSON_TRUE_FALSE[tokens["staff_read"]]
+    for name in ("actor_id", "bytes_served"):
+        if tokens[name] is None:
+            tokens[name] = "null"
+    return _CANONICAL_TEMPLATE % tokens
 
 
 def event_canonical(fields: Mapping[str, Any]) -> bytes:
     """Return the bytes the chain's HMAC covers: sorted, compact, ASCII JSON of HASHED_FIELDS."""
+    formatted = _canonical_formatted(fields)
+    if formatted is not None:
+        return formatted.encode("ascii")
     payload: dict[str, Any] = {"format": CHAIN_FORMAT}
     for name in HASHED_FIELDS:
         value = fields[name]
@@ -417,7 +526,11 @@ def event_canonical(fields: Mapping[str, Any]) -> bytes:
 
 def event_hash_compute(fields: Mapping[str, Any], key: bytes) -> str:
     """Return the hex HMAC-SHA256 of an event's canonical form under a chain key."""
-    return hmac.new(key, event_canonical(fields), hashlib.sha256).hexdigest()
+    return _event_hmac(key, event_canonical(fields))
+
+
+def _event_hmac(key: bytes, canonical: bytes) -> str:
+    return hmac.digest(key, canonical, "sha256").hex()
 
 
 # Verification ------------------------------------------------------------------------------------
@@ -463,11 +576,16 @@ def _when_parse(value: object) -> datetime:
         text, era = text[:-3], text[-2:]
         if era == "BC":
             raise ValueError(f"the time {_shown(value)} is before year 1")
-    parsed = parse_datetime(text)
+    try:
+        parsed = datetime.fromisoformat(text)
+    except ValueError:
+        # Django's parser: fromisoformat() first (as above), then a regex for other spellings.
+        parsed = parse_datetime(text)
     if parsed is None:
         raise ValueError(f"the time {_shown(value)} is not a date")
-    if timezone.is_naive(parsed):
-        parsed = parsed.replace(tzinfo=UTC)
+    if parsed.tzinfo is None:
+        # What both databases return (UTC): nothing to convert, nothing that can overflow.
+        return parsed.replace(tzinfo=UTC)
     try:
         return parsed.astimezone(UTC)
     except OverflowError:
@@ -559,9 +677,11 @@ class ChainReport:
 
 def link_digest_next(digest: str, canonical: bytes, event_hash: str) -> str:
     """Return the unkeyed SHA-256 link digest through one more event (its content and its hash)."""
-    return hashlib.sha256(
-        LINK_FORMAT + bytes.fromhex(digest) + canonical + event_hash.encode("ascii")
-    ).hexdigest()
+    return _link_next(bytes.fromhex(digest), canonical, event_hash).hex()
+
+
+def _link_next(link: bytes, canonical: bytes, event_hash: str) -> bytes:
+    return hashlib.sha256(LINK_FORMAT + link + canonical + event_hash.encode("ascii")).digest()
 
 
 def seal_reason(through_seq: int, digest: str) -> str:
@@ -599,12 +719,16 @@ class _ChainWalk:
         self.start_vouched = start is None
         self.count = 0
         self.position = 0
-        self.head_seq, self.head_hash, self.digest = 0, GENESIS_HASH, GENESIS_HASH
+        self.head_seq, self.head_hash = 0, GENESIS_HASH
         self.notes: list[str] = []
         self.start_head_mismatch = False
+        # The link digest is kept as bytes along the walk, and spelled in hex when asked for. A
+        # malformed checkpoint digest is kept as it is: _chain_walk() stops before any event.
+        link = GENESIS_HASH if start is None else start.link_digest
+        self._link_hex: str | None = link
+        self._link = bytes.fromhex(link) if _HASH_FORMAT.fullmatch(str(link)) else b""
         if start is not None:
             self.head_seq, self.head_hash = start.last_seq, start.chain_hash
-            self.digest = start.link_digest
             if expected_head is not None and expected_head[0] <= start.last_seq:
                 # A head inside the pruned range: only the cut itself can still be compared.
                 if expected_head[0] == start.last_seq:
@@ -623,6 +747,13 @@ class _ChainWalk:
         self.start_vouch_pending = False
         self.sealed = 0
         self.unsealed_keys: dict[str, None] = {}
+
+    @property
+    def digest(self) -> str:
+        """Return the unkeyed link digest through the head (hex)."""
+        if self._link_hex is None:
+            self._link_hex = self._link.hex()
+        return self._link_hex
 
     def _report(self, status: ChainStatus, **fields: Any) -> ChainReport:
         values: dict[str, Any] = {
@@ -738,7 +869,7 @@ class _ChainWalk:
                 self.pending_after_configured = here
             self.start_vouch_pending = self.start_vouch_pending or vouches_start
         else:
-            if not _digest_equal(hmac.new(key, canonical, hashlib.sha256).hexdigest(), stored_hash):
+            if not hmac.compare_digest(_event_hmac(key, canonical), stored_hash):
                 return self.broken(
                     seq,
                     f"event {seq} does not match its hash: it was changed after it was "
@@ -762,7 +893,8 @@ class _ChainWalk:
                 f"event {seq} is not the published head (hash {self.expected_head[1]}): "
                 "the chain was rewritten from there.",
             )
-        self.digest = link_digest_next(self.digest, canonical, stored_hash)
+        self._link = _link_next(self._link, canonical, stored_hash)
+        self._link_hex = None
         self.count += 1
         self.head_seq, self.head_hash = seq, stored_hash
         if seq == self.capture_seq:

@@ -8,15 +8,19 @@ events (`period_events()`), so the counts in the text and the rows in the attach
 import csv
 import hashlib
 import io
+import re
 import uuid
-from collections.abc import Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from django.conf import settings
-from django.db.models import Count, Max, Min, Q, QuerySet, Sum
-from django.db.models.functions import TruncDate
+from django.db import NotSupportedError
+from django.db.backends.base.base import BaseDatabaseWrapper
+from django.db.models import Count, Max, Min, QuerySet, Sum
+from django.db.models.sql.compiler import SQLCompiler
+from django.db.models.sql.constants import MULTI
 from django.utils import timezone
 
 from compliance.access_log import ChainReport, ChainStatus, chain_verify
@@ -26,7 +30,7 @@ from compliance.models import GENESIS_HASH, AccessEvent, ScanFinding, ScanRun
 from vault import fileformat
 from vault.access import Action, Outcome
 from vault.keys import keyring
-from vault.models import Document
+from vault.models import Document, Membership
 
 from .models import Report
 
@@ -44,6 +48,8 @@ _CSV_TEXT_COLUMNS = frozenset(
     {"actor_username", "reason", "document_title", "stored_name", "user_agent", "request_id"}
 )
 _FORMULA_START = tuple(FORMULA_START)
+_OUTCOMES = tuple(outcome.value for outcome in Outcome)
+_UUID_HEX = re.compile(r"[0-9a-f]{32}")
 
 NOT_CONFIGURED = "not configured"
 
@@ -226,21 +232,6 @@ def period_events(period: Period) -> QuerySet[AccessEvent]:
 # The CSV attachment -------------------------------------------------------------------------------
 
 
-_CSV_WHEN = CSV_COLUMNS.index("when")
-_CSV_TEXT = [CSV_COLUMNS.index(name) for name in sorted(_CSV_TEXT_COLUMNS)]
-
-
-def _csv_row(row: tuple[Any, ...]) -> list[Any]:
-    """Return one event as CSV cells (csv writes None as empty, the rest with str())."""
-    cells = list(row)
-    cells[_CSV_WHEN] = cells[_CSV_WHEN].astimezone(UTC).isoformat()
-    for index in _CSV_TEXT:
-        value = cells[index]
-        if value and value.startswith(_FORMULA_START):
-            cells[index] = "'" + value
-    return cells
-
-
 @dataclass
 class CsvStats:
     """What `events_csv_chunks()` wrote: rows (events), bytes and their SHA-256, once exhausted."""
@@ -253,28 +244,151 @@ class CsvStats:
 def events_csv_chunks(
     period: Period, stats: CsvStats | None = None, chunk_rows: int = 5000
 ) -> Iterator[bytes]:
-    """Yield the period's events as UTF-8 CSV, in seq order, a few thousand rows at a time."""
+    """Yield the period's events as UTF-8 CSV, in seq order, a few thousand rows at a time.
+
+    The ORM's own query runs, but its rows skip Django's per-value converters (a call per cell,
+    more than the rest of the CSV costs): each column is converted in one pass over a batch, by a
+    function chosen once per column (`_csv_column_cells`) that gives the same text, and the
+    batch is written as csv.writer writes it (`_csv_batch_text`).
+    """
     stats = stats if stats is not None else CsvStats()
     buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\r\n")
+    writer = csv.writer(buffer, lineterminator=CSV_LINE_END)
     writer.writerow(CSV_COLUMNS)
-    rows = (
-        period_events(period)
-        .order_by("seq")
-        .values_list(*CSV_COLUMNS)
-        .iterator(chunk_size=chunk_rows)
-    )
-    batch = []
-    for row in rows:
-        batch.append(_csv_row(row))
-        if len(batch) == chunk_rows:
-            writer.writerows(batch)
-            stats.rows += len(batch)
-            batch.clear()
-            yield _csv_flush(buffer, stats)
-    writer.writerows(batch)
-    stats.rows += len(batch)
+    queryset = period_events(period).order_by("seq").values_list(*CSV_COLUMNS)
+    compiler = queryset.query.get_compiler(queryset.db)
+    batches = compiler.execute_sql(MULTI, chunked_fetch=True, chunk_size=chunk_rows)
+    cells = _csv_column_cells(compiler)
+    for batch in batches:
+        columns: list[Any] = list(zip(*batch, strict=True))
+        for index, cell in cells:
+            columns[index] = list(map(cell, columns[index]))
+        buffer.write(_csv_batch_text(columns, writer, buffer))
+        stats.rows += len(batch)
+        yield _csv_flush(buffer, stats)
     yield _csv_flush(buffer, stats)
+
+
+CSV_LINE_END = "\r\n"
+# What makes csv.writer quote a cell (QUOTE_MINIMAL): the delimiter, the quote, a line break.
+_CSV_QUOTED = re.compile(r'[,"\r\n]')
+
+
+def _csv_batch_text(columns: list[list[Any]], writer: Any, buffer: io.StringIO) -> str:
+    """Return rows, given column by column, as the text csv.writer writes for them.
+
+    csv.writer looks at every character of every cell, a third of the CSV's cost. This looks at
+    each column once: a column without a comma, quote or line break is written as it is, the
+    cells of the others quoted as csv quotes them. csv writes None as nothing, floats with
+    repr() and the rest with str(). A NUL anywhere (csv's business: it may refuse it), or rows of
+    one cell (csv quotes an empty one), send the batch through the writer itself, into `buffer`.
+    """
+    if len(columns) < 2:
+        writer.writerows(zip(*columns, strict=True))
+        return ""
+    texts = []
+    for column in columns:
+        try:
+            text, joined = column, "".join(column)  # the drivers return text as str itself
+        except TypeError:
+            text = list(map(_csv_str, column))
+            joined = "".join(text)
+        if "\x00" in joined:
+            writer.writerows(zip(*columns, strict=True))
+            return ""
+        if _CSV_QUOTED.search(joined):
+            text = list(map(_csv_quote, text))
+        texts.append(text)
+    lines = list(map(",".join, zip(*texts, strict=True)))
+    return CSV_LINE_END.join(lines) + CSV_LINE_END if lines else ""
+
+
+def _csv_str(value: Any) -> str:
+    if type(value) is str:
+        return value
+    if value is None:
+        return ""
+    return repr(value) if isinstance(value, float) else str(value)
+
+
+def _csv_quote(text: str) -> str:
+    if _CSV_QUOTED.search(text):
+        return '"' + text.replace('"', '""') + '"'
+    return text
+
+
+def _csv_column_cells(compiler: SQLCompiler) -> list[tuple[int, Callable[[Any], Any]]]:
+    """Return (column, function) for each column whose raw value is not its CSV cell already.
+
+    A cell is what the ORM's value would be written as: Django's converters for the column (the
+    usual ones by a shortcut that gives the same value), then the time in UTC, ISO 8601, and a
+    quote before free text a spreadsheet would run as a formula. csv writes the rest with str().
+    """
+    connection = compiler.connection
+    ops = connection.ops
+    expressions = [selected[0] for selected in compiler.select[: len(CSV_COLUMNS)]]
+    converters = compiler.get_converters(expressions)
+    cells: list[tuple[int, Callable[[Any], Any]]] = []
+    for index, name in enumerate(CSV_COLUMNS):
+        functions, expression = converters.get(index, ([], None))
+        if name in _CSV_TEXT_COLUMNS and functions:
+            raise NotSupportedError(f"{name} is text: no database converts it.")
+
+        def converted(value: Any, functions: list = functions, expression: Any = expression) -> Any:
+            for function in functions:
+                value = function(value, expression, connection)
+            return value
+
+        if name == "when":
+            cells.append((index, _csv_when_cell(connection, functions, converted)))
+        elif name in _CSV_TEXT_COLUMNS:
+            cells.append((index, _csv_text_cell))
+        elif _converts_only(functions, ops, "convert_uuidfield_value"):
+            cells.append((index, _csv_uuid_cell))
+        elif _converts_only(functions, ops, "convert_booleanfield_value"):
+            cells.append(
+                (index, lambda value, c=converted: value if type(value) is bool else c(value))
+            )
+        elif functions:
+            cells.append((index, converted))
+    return cells
+
+
+def _csv_when_cell(
+    connection: BaseDatabaseWrapper, functions: list, converted: Callable[[Any], Any]
+) -> Callable[[Any], str]:
+    """Return the function that writes a stored time as the CSV's UTC ISO 8601 text."""
+    naive_zone = connection.timezone if settings.USE_TZ else None
+    shortcut = naive_zone is not None and _converts_only(
+        functions, connection.ops, "convert_datetimefield_value"
+    )
+
+    def when(value: Any) -> str:
+        if shortcut and type(value) is datetime and value.tzinfo is None:
+            # What Django's converter does with SQLite's naive UTC time (make_aware).
+            value = value.replace(tzinfo=naive_zone)
+        else:
+            value = converted(value)
+        return value.astimezone(UTC).isoformat()
+
+    return when
+
+
+def _converts_only(functions: list, ops: Any, name: str) -> bool:
+    """Return whether the converters of a column are exactly the backend's method `name`."""
+    method = getattr(ops, name, None)
+    return method is not None and functions == [method]
+
+
+def _csv_text_cell(value: str) -> str:
+    return "'" + value if value and value.startswith(_FORMULA_START) else value
+
+
+def _csv_uuid_cell(value: Any) -> Any:
+    """Return a stored UUID as csv writes Django's UUID value: 8-4-4-4-12 lowercase hex."""
+    if type(value) is str and _UUID_HEX.fullmatch(value):
+        return f"{value[:8]}-{value[8:12]}-{value[12:16]}-{value[16:20]}-{value[20:]}"
+    return None if value is None else uuid.UUID(value)
 
 
 def _csv_flush(buffer: io.StringIO, stats: CsvStats) -> bytes:
@@ -443,61 +557,77 @@ def _activity_svg(period: Period, unit: str, buckets: list[dict]) -> str:
 
 
 def _access(period: Period) -> Access:
+    """Return the access section: a few grouped passes over the period's events in SQL.
+
+    A year holds a million events: each full pass costs about a second, so one GROUP BY fine
+    enough for every per-outcome, per-action, per-person and per-company figure is summed here,
+    and only what it cannot give (distinct documents, the documents table, days) has its own.
+    """
     events = period_events(period)
-    by_outcome = {outcome.value: 0 for outcome in Outcome}
-    for row in events.values("outcome").annotate(n=Count("pk")):
-        by_outcome[row["outcome"]] = row["n"]
-    total = sum(by_outcome.values())
-    outcome_counts = {
-        "allowed": Count("pk", filter=Q(outcome=Outcome.ALLOWED)),
-        "denied": Count("pk", filter=Q(outcome=Outcome.DENIED)),
-        "failed": Count("pk", filter=Q(outcome=Outcome.FAILED)),
-    }
     labels = dict(Action.choices)
-    by_action = [
-        {**row, "label": labels.get(row["action"], row["action"])}
-        for row in events.values("action")
-        .annotate(total=Count("pk"), **outcome_counts)
-        .order_by("-total", "action")
-    ]
-    companies = list(
-        events.values("actor__memberships__company__name")
-        .annotate(
-            total=Count("pk"),
-            users=Count("actor_username", distinct=True),
-            reads=Count("pk", filter=Q(outcome=Outcome.ALLOWED, action__in=READ_ACTIONS)),
-            **outcome_counts,
+    read_actions = {action.value for action in READ_ACTIONS}
+    groups = list(
+        events.values("actor_id", "actor_username", "action", "outcome", "staff_read").annotate(
+            n=Count("pk"), bytes=Sum("bytes_served")
         )
-        .order_by("-total")
     )
-    for row in companies:
-        row["company"] = row.pop("actor__memberships__company__name")
-    user_rows = events.values("actor_username").annotate(
-        total=Count("pk"),
-        reads=Count("pk", filter=Q(outcome=Outcome.ALLOWED, action__in=READ_ACTIONS)),
-        documents=Count(
-            "document_id",
-            distinct=True,
-            filter=Q(outcome=Outcome.ALLOWED, action__in=READ_ACTIONS),
-        ),
-        staff_reads=Count("pk", filter=Q(staff_read=True, outcome=Outcome.ALLOWED)),
-        bytes=Sum("bytes_served", filter=Q(outcome=Outcome.ALLOWED)),
-        **outcome_counts,
-    )
-    users = list(user_rows.order_by("-total", "actor_username")[:MAX_USERS])
-    reads = events.filter(outcome=Outcome.ALLOWED, action__in=READ_ACTIONS)
-    document_reads = reads.filter(document__isnull=False)  # CLI decryptions name no document
+    companies_of = _companies_of({group["actor_id"] for group in groups})
+    by_outcome = {outcome.value: 0 for outcome in Outcome}
+    actions: dict[str, dict] = {}
+    people: dict[str, dict] = {}
+    companies: dict[str | None, dict] = {}
+    company_people: dict[str | None, set[str]] = {}
+    reads = 0
+    for group in groups:
+        n, outcome, action = group["n"], group["outcome"], group["action"]
+        read = n if outcome == Outcome.ALLOWED and action in read_actions else 0
+        reads += read
+        by_outcome[outcome] = by_outcome.get(outcome, 0) + n
+        _tally(actions.setdefault(action, _counts(action=action)), outcome, n)
+        username = group["actor_username"]
+        person = people.setdefault(
+            username,
+            _counts(actor_username=username, reads=0, documents=0, staff_reads=0, bytes=None),
+        )
+        _tally(person, outcome, n)
+        person["reads"] += read
+        if outcome == Outcome.ALLOWED:
+            person["staff_reads"] += n if group["staff_read"] else 0
+            if group["bytes"] is not None:
+                person["bytes"] = (person["bytes"] or 0) + group["bytes"]
+        # An event counts once for each company its actor belongs to (or "no company").
+        for company in companies_of.get(group["actor_id"], (None,)):
+            row = companies.setdefault(company, _counts(company=company, reads=0))
+            _tally(row, outcome, n)
+            row["reads"] += read
+            company_people.setdefault(company, set()).add(username)
+    for company, row in companies.items():
+        row["users"] = len(company_people[company])
+    read_events = events.filter(outcome=Outcome.ALLOWED, action__in=READ_ACTIONS)
+    for row in read_events.values("actor_username").annotate(
+        documents=Count("document_id", distinct=True)
+    ):
+        people[row["actor_username"]]["documents"] = row["documents"]
+    document_reads = read_events.filter(document__isnull=False)  # CLI decryptions name no document
     documents = list(
         document_reads.values("document_id")
         .annotate(
             reads=Count("pk"),
             readers=Count("actor_username", distinct=True),
             title=Max("document_title"),
-            company=Max("document__company__name"),
             last=Max("when"),
         )
-        .order_by("-reads", "document_id")[:MAX_DOCUMENTS]
+        .order_by("-reads", "document_id")
     )
+    # The owner as it is now (None once the document is deleted), looked up for the rows shown
+    # rather than joined to every event.
+    owners = dict(
+        Document.objects.filter(
+            pk__in=[row["document_id"] for row in documents[:MAX_DOCUMENTS]]
+        ).values_list("pk", "company__name")
+    )
+    for row in documents[:MAX_DOCUMENTS]:
+        row["company"] = owners.get(row["document_id"])
     incidents_qs = events.filter(outcome__in=(Outcome.DENIED, Outcome.FAILED))
     incidents = list(
         incidents_qs.order_by("seq").values(
@@ -517,25 +647,27 @@ def _access(period: Period) -> Access:
     reasons = incidents_qs.values("outcome", "action", "reason").annotate(
         events=Count("pk"), first=Min("when"), last=Max("when")
     )
-    days = {}
-    for row in (
-        events.annotate(day=TruncDate("when")).values("day", "outcome").annotate(n=Count("pk"))
-    ):
-        days.setdefault(row["day"], {"day": row["day"]})[row["outcome"]] = row["n"]
-    day_rows = [days[day] for day in sorted(days)]
+    day_rows = _day_counts(period)
     # Future days add nothing to the chart; a period of decades is drawn per month or year.
     last_day = min(period.last_day, timezone.localdate())
     unit, buckets = activity_buckets(day_rows, period.first_day, max(last_day, period.first_day))
+    user_rows = sorted(people.values(), key=lambda row: (-row["total"], row["actor_username"]))
     return Access(
-        total=total,
+        total=sum(by_outcome.values()),
         by_outcome=by_outcome,
-        by_action=by_action,
-        companies=companies,
-        users=users,
-        user_count=user_rows.count(),
-        documents=documents,
-        document_count=document_reads.values("document_id").distinct().count(),
-        reads=reads.count(),
+        by_action=[
+            {**row, "label": labels.get(row["action"], row["action"])}
+            for row in sorted(actions.values(), key=lambda row: (-row["total"], row["action"]))
+        ],
+        companies=sorted(
+            companies.values(),
+            key=lambda row: (-row["total"], row["company"] is None, row["company"] or ""),
+        ),
+        users=user_rows[:MAX_USERS],
+        user_count=len(people),
+        documents=documents[:MAX_DOCUMENTS],
+        document_count=len(documents),
+        reads=reads,
         incidents=incidents,
         incident_count=by_outcome[Outcome.DENIED] + by_outcome[Outcome.FAILED],
         incident_reasons=[
@@ -549,6 +681,52 @@ def _access(period: Period) -> Access:
         activity_unit=unit,
         activity_svg=_activity_svg(period, unit, buckets),
     )
+
+
+def _counts(**fields: Any) -> dict:
+    """Return a table row: `fields`, a total and a count per outcome, all zero."""
+    return {**fields, "total": 0, **dict.fromkeys(_OUTCOMES, 0)}
+
+
+def _tally(row: dict, outcome: str, n: int) -> None:
+    """Add `n` events of `outcome` to a table row made by _counts()."""
+    row["total"] += n
+    if outcome in _OUTCOMES:
+        row[outcome] += n
+
+
+def _companies_of(actor_ids: set[Any]) -> dict[Any, list[str]]:
+    """Return the names of the companies of each of these users that belongs to any."""
+    names: dict[Any, list[str]] = {}
+    memberships = Membership.objects.filter(user_id__in=actor_ids - {None})
+    for user_id, name in memberships.values_list("user_id", "company__name"):
+        names.setdefault(user_id, []).append(name)
+    return names
+
+
+def _day_counts(period: Period) -> list[dict]:
+    """Return the events per local day and outcome: one index range per day of the period.
+
+    Grouping by TruncDate would convert every event's time (on SQLite in Python: seconds for a
+    year); the events of a day are those of the period cut to [local midnight, next midnight).
+    """
+    zone = timezone.get_current_timezone()
+    rows = []
+    day = period.first_day
+    while day <= period.last_day:
+        day_after = day + timedelta(days=1)
+        start = max(period.start, datetime.combine(day, datetime.min.time(), zone))
+        end = min(period.end, datetime.combine(day_after, datetime.min.time(), zone))
+        counts = {
+            row["outcome"]: row["n"]
+            for row in period_events(replace(period, start=start, end=end))
+            .values("outcome")
+            .annotate(n=Count("pk"))
+        }
+        if counts:
+            rows.append({"day": day, **counts})
+        day = day_after
+    return rows
 
 
 def _integrity(period: Period, previous: Report | None) -> Integrity:

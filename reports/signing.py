@@ -9,10 +9,12 @@ REPORT_SIGNING_KEY, REPORT_SIGNING_KEY_PASSPHRASE). Without a usable key a repor
 import datetime
 import hashlib
 import zlib
+from collections import deque
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from asn1crypto import keys as asn1_keys
 from asn1crypto import x509 as asn1_x509
@@ -186,20 +188,85 @@ def signer_load() -> ReportSigner:
     return ReportSigner(signer=signer, certificate=certificate)
 
 
+# zlib level for the attachment: a year's CSV is mostly random hex (hashes, request IDs), which
+# level 6 packs only 8% tighter than level 1, at twice the CPU (bench/RESULTS.md, issue 8).
+ATTACHMENT_ZLIB_LEVEL = 1
+
+
 def attachment_compress(
     chunks: Iterator[bytes], path: Path, *, name: str, description: str, mime_type: str
 ) -> Attachment:
-    """Compress the chunks into `path` as they come (constant memory); return the attachment."""
-    compressor = zlib.compressobj(6)
+    """Compress the chunks into `path` as they come (constant memory); return the attachment.
+
+    zlib and MD5 run in a second thread (both release the GIL), so compressing one chunk overlaps
+    with making the next; at most a few chunks wait between the two.
+    """
+    compressor = zlib.compressobj(ATTACHMENT_ZLIB_LEVEL)
     size = 0
     md5 = hashlib.md5(usedforsecurity=False)  # the PDF's /CheckSum entry is MD5 by definition
-    with open(path, "wb") as target:
+    pending: deque[Future[None]] = deque()
+
+    def compress(target: BinaryIO, chunk: bytes) -> None:
+        md5.update(chunk)
+        target.write(compressor.compress(chunk))
+
+    with (
+        open(path, "wb") as target,
+        ThreadPoolExecutor(max_workers=1, thread_name_prefix="report-zlib") as worker,
+    ):
+        # One worker runs the chunks in order; an error in it is raised here at the next result().
         for chunk in chunks:
             size += len(chunk)
-            md5.update(chunk)
-            target.write(compressor.compress(chunk))
+            pending.append(worker.submit(compress, target, chunk))
+            if len(pending) > 2:
+                pending.popleft().result()
+        while pending:
+            pending.popleft().result()
         target.write(compressor.flush())
     return Attachment(name, description, mime_type, path, size, md5.digest())
+
+
+class _AttachmentStream(embed.EmbeddedFileObject):
+    """An embedded file whose compressed bytes are copied from disk while the PDF is written.
+
+    pyHanko's stream objects hold their encoded bytes in memory: for a year of events, a hundred
+    megabytes more at the report's peak. This one writes what pyHanko's StreamObject writes (the
+    dictionary with /Length, `stream`, the bytes, `endstream`), the bytes straight from the file.
+    """
+
+    def __init__(self, writer: IncrementalPdfFileWriter, attachment: Attachment) -> None:
+        super().__init__(
+            writer,
+            dict_data={generic.pdf_name("/Filter"): generic.pdf_name("/FlateDecode")},
+            mime_type=attachment.mime_type,
+        )
+        self.attachment = attachment
+
+    @property
+    def encoded_data(self) -> bytes:
+        """Refuse: the bytes stay on disk (nothing in signing reads them back)."""
+        raise NotImplementedError("The attachment is copied from disk as the PDF is written.")
+
+    def write_to_stream(
+        self, stream: BinaryIO, handler: Any = None, container_ref: Any = None
+    ) -> None:
+        """Write the stream object, its data copied from the compressed file in 1 MiB blocks."""
+        if handler is not None:
+            raise NotImplementedError("Reports are not encrypted: no security handler expected.")
+        path = self.attachment.compressed_path
+        length = path.stat().st_size
+        self[generic.pdf_name("/Length")] = generic.NumberObject(length)
+        generic.DictionaryObject.write_to_stream(self, stream, handler, container_ref)
+        del self["/Length"]
+        stream.write(b"\nstream\n")
+        copied = 0
+        with open(path, "rb") as source:
+            while block := source.read(1 << 20):
+                stream.write(block)
+                copied += len(block)
+        if copied != length:
+            raise OSError(f"{path} changed while it was embedded ({copied} of {length} bytes).")
+        stream.write(b"\nendstream")
 
 
 def pdf_sign(
@@ -213,12 +280,7 @@ def pdf_sign(
     """Embed the attachments, then sign the whole file with a PAdES signature (SHA-256)."""
     writer = IncrementalPdfFileWriter(source)
     for attachment in attachments:
-        stream = embed.EmbeddedFileObject(
-            writer,
-            dict_data={generic.pdf_name("/Filter"): generic.pdf_name("/FlateDecode")},
-            encoded_data=attachment.compressed_path.read_bytes(),
-            mime_type=attachment.mime_type,
-        )
+        stream = _AttachmentStream(writer, attachment)
         stream["/Params"] = generic.DictionaryObject(
             {
                 generic.pdf_name("/Size"): generic.NumberObject(attachment.size),

@@ -22,6 +22,7 @@ SUITES = [
     "tests/vault/test_sessions.py",
     "tests/vault/test_accounts.py",
     "tests/compliance",
+    "tests/reports/test_build.py",
 ]
 
 

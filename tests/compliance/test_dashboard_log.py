@@ -3,6 +3,7 @@
 import csv
 import io
 import re
+import time
 from datetime import timedelta
 
 import pytest
@@ -11,12 +12,14 @@ from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
 
+from compliance.access_log import access_event_record
 from compliance.export import CSV_COLUMNS, csv_cell
 from compliance.models import AccessEvent
 from compliance.tables import AccessEventTable
+from reports.build import events_csv_chunks, period_make
 from tests.compliance import dashboard
 from tests.helpers import document_events, response_close
-from vault.access import Action, Outcome
+from vault.access import Access, AccessContext, Action, Outcome
 from vault.keys import keyring
 
 pytestmark = pytest.mark.django_db
@@ -329,6 +332,32 @@ def test_exported_cells_never_run_as_formulas(client, compliance_officer, alice,
     _, lines = export(client, compliance_officer, "actor=alice&action=download")
     reasons = [dict(zip(lines[0], line, strict=True))["reason"] for line in lines[1:]]
     assert reasons == ['\'=HYPERLINK("http://evil.example","x")', "'+1+2", "'@SUM(A1)", "'-3"]
+
+
+def test_the_reports_attachment_is_the_export_byte_for_byte(client, compliance_officer, history):
+    # Next to the history: text a spreadsheet would run and text csv must quote, an IPv6 client,
+    # a command's event (no actor, document or address) and a measured duration.
+    alice = history["nda"].uploaded_by
+    dashboard.access_add(alice, document=history["nda"], reason='=cmd|"/c calc"!A1, x')
+    dashboard.access_add(alice, reason='-3,5 "quoted"', ip="2001:db8::7")
+    context = AccessContext(
+        action=Action.CLI_DECRYPT, extra={"operator": "root", "started": time.perf_counter()}
+    )
+    access_event_record(Access(Outcome.ALLOWED, context, key_id=keyring().primary.key_id_hex))
+    client.force_login(compliance_officer)  # recorded (login) before both read the log
+    now = timezone.now()
+    period = period_make(now - timedelta(days=1), now + timedelta(seconds=1))
+
+    attachment = b"".join(events_csv_chunks(period, chunk_rows=3))
+    response = client.get(EXPORT)
+    exported = b"".join(response.streaming_content)
+    response_close(response)
+
+    assert attachment == exported
+    lines = list(csv.reader(io.StringIO(attachment.decode())))
+    assert len(lines) == 1 + AccessEvent.objects.filter(seq__lte=period.head_seq).count()
+    assert '\'=cmd|"/c calc"!A1, x' in [line[CSV_COLUMNS.index("reason")] for line in lines]
+    assert b'"\'-3,5 ""quoted"""' in attachment
 
 
 @pytest.mark.parametrize(
