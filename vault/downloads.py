@@ -84,12 +84,13 @@ TRY_AGAIN = "Please try again later."
 
 
 # Bytes from which a response decrypts ahead in a thread, and how many segments ahead: below a few
-# segments, starting the thread costs more than it saves.
-READ_AHEAD_MIN_BYTES = 4 << 20
+# segments, starting the thread costs more than it saves (5 MB: no gain in five runs on 2 cores).
+READ_AHEAD_MIN_BYTES = 8 << 20
 READ_AHEAD_SEGMENTS = 2
 # VAULT_READ_AHEAD "auto" turns the thread on from this many usable cores. It gains while a core is
 # free for it as the server writes: on 2 cores at load 1.3 it cut 10 MB and 100 MB downloads by
-# 5-17% (bench/RESULTS.md, "Issue 9"); on 2 cores already busy (load 4-9) it lost.
+# 4-17%; on 2 cores already busy (load 2.5 and more) it cost 10 MB downloads up to 11% and left
+# 100 MB ones as they were (bench/RESULTS.md, "Issue 9").
 READ_AHEAD_AUTO_CORES = 2
 READ_AHEAD_MODES = ("auto", "on", "off")
 
