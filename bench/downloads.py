@@ -247,8 +247,10 @@ def fixtures_main(spec_path: str) -> None:
                 encrypt_file(plain_path.read_bytes(), fernet_key)
             )
         files[str(item["size"])] = {"ours": str(document.pk), "case": case_name}
-    # Whether the download view reads ahead by default here: the diagnostic column is the other way.
-    read_ahead = getattr(downloads, "read_ahead_enabled", lambda: False)()
+    # From how many bytes the download view reads ahead by default here (0: never); the
+    # diagnostic column runs the other way.
+    enabled = getattr(downloads, "read_ahead_enabled", lambda: False)()
+    read_ahead = downloads.READ_AHEAD_MIN_BYTES if enabled else 0
     print(json.dumps({"cookie": cookie, "files": files, "read_ahead": read_ahead}))
 
 
@@ -551,7 +553,7 @@ def _measure(servers: dict[str, Server], plan: Plan, setup: Setup, ours_status: 
         probes,
         ours_ready,
         ours_status,
-        bool(setup.fixtures.get("read_ahead")),
+        int(setup.fixtures.get("read_ahead") or 0),
     )
 
 
@@ -566,7 +568,7 @@ def _tables(
     probes: list[MemoryProbe],
     ours_ready: bool,
     ours_status: int,
-    read_ahead: bool,
+    read_ahead: int,
 ) -> PartResult:
     """Return the latency, first-byte, CPU and memory tables with their verdicts, and the summary."""
     quick = plan is QUICK
@@ -689,7 +691,11 @@ def _tables(
         + f"; {_CORES} usable cores, VAULT_READ_AHEAD "
         + (os.environ.get("VAULT_READ_AHEAD") or "auto")
         + ": ours "
-        + ("reads ahead from 4 MiB). " if read_ahead else "decrypts in the serving thread only). ")
+        + (
+            f"reads ahead from {read_ahead >> 20} MiB). "
+            if read_ahead
+            else "decrypts in the serving thread only). "
+        )
         + "Ratios are medians of per-repetition ratios (each variant over plain in the same "
         "round), so they need not equal the ratio of the medians shown."
     )

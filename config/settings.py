@@ -207,7 +207,7 @@ VAULT_MAX_UPLOAD_SIZE = int(env("VAULT_MAX_UPLOAD_SIZE") or 100 * 1024 * 1024)
 # The case study's Fernet files are read whole into memory: up to this size; off once none are left.
 VAULT_LEGACY_READ = env_bool("VAULT_LEGACY_READ", True)
 VAULT_LEGACY_MAX_SIZE = int(env("VAULT_LEGACY_MAX_SIZE") or 256 * 1024 * 1024)
-# Downloads from 4 MiB decrypt the next segments in a thread while the server writes: "auto" (on
+# Downloads from 32 MiB decrypt the next segments in a thread while the server writes: "auto" (on
 # from vault.downloads.READ_AHEAD_AUTO_CORES usable cores), "on" or "off".
 VAULT_READ_AHEAD = (env("VAULT_READ_AHEAD") or "auto").strip().lower()
 if VAULT_READ_AHEAD not in ("auto", "on", "off"):

@@ -83,15 +83,14 @@ KEY_MISSING_STAFF = "Encryption key not configured."
 TRY_AGAIN = "Please try again later."
 
 
-# Bytes from which a response decrypts ahead in a thread, and how many segments ahead: below a few
-# segments, starting the thread costs more than it saves.
-READ_AHEAD_MIN_BYTES = 4 << 20
+# Bytes from which a response decrypts ahead in a thread, and how many segments ahead. On 2 cores
+# (bench/RESULTS.md, "Issue 9") the thread made 100 MB downloads faster in 11 of 13 side-by-side
+# runs at load 0.3 to 3 (median 12%), but 10 MB ones only while a core was free (4-13% faster at
+# load 1.3, up to 11% slower at load 2 and more), and 5 MB ones never: it pays over many segments.
+READ_AHEAD_MIN_BYTES = 32 << 20
 READ_AHEAD_SEGMENTS = 2
-# VAULT_READ_AHEAD "auto" turns the thread on from this many usable cores. It gains while a core is
-# free for it as the server writes: on 2 cores at load 1.3 it cut 10 MB and 100 MB downloads by
-# 5-17% (bench/RESULTS.md, "Issue 9"); on 2 cores already busy (load 4-9) it lost.
+# VAULT_READ_AHEAD "auto" turns the thread on from this many usable cores.
 READ_AHEAD_AUTO_CORES = 2
-READ_AHEAD_MODES = ("auto", "on", "off")
 
 
 @functools.cache
