@@ -464,25 +464,33 @@ _FAST_SIGNATURES = frozenset(itertools.product(*(_FAST_TYPES[name] for name in _
 _text_of = operator.itemgetter(*(_SORTED_FIELDS.index(name) for name in _TEXT_FIELDS))
 # Converted in HASHED_FIELDS order, as json.dumps's path does: the same error for a bad row.
 _CONVERTED = tuple((_SORTED_FIELDS.index(name), convert) for name, convert in _CANONICAL.items())
-_NULLABLE_WHOLE = tuple(_SORTED_FIELDS.index(name) for name in ("actor_id", "bytes_served"))
+_WHOLE = tuple(_SORTED_FIELDS.index(name) for name in ("seq", "actor_id", "bytes_served"))
 _STAFF_READ = _SORTED_FIELDS.index("staff_read")
 
 
-def _canonical_template() -> str:
-    """Return the %-template of the canonical JSON: keys sorted, text quoted, the rest as given."""
-    members = []
+def _canonical_parts() -> list[str | None]:
+    """Return the canonical JSON as its literal pieces with a slot (None) between each two.
+
+    Keys sorted, "format" and its value written out, text values quoted; the slots take the
+    values of _SORTED_FIELDS, in order, as JSON text.
+    """
+    pieces, piece = [], "{"
     for name in sorted(("format", *HASHED_FIELDS)):
+        if piece != "{":
+            piece += ","
         if name == "format":
-            value = json.dumps(CHAIN_FORMAT)
-        elif name in _TEXT_FIELDS:
-            value = '"%s"'
-        else:
-            value = "%s"
-        members.append(f'"{name}":{value}')
-    return "{" + ",".join(members) + "}"
+            piece += f'"format":{json.dumps(CHAIN_FORMAT)}'
+            continue
+        quote = '"' if name in _TEXT_FIELDS else ""
+        pieces.append(f'{piece}"{name}":{quote}')
+        piece = quote
+    pieces.append(piece + "}")
+    parts: list[str | None] = [None] * (2 * len(pieces) - 1)
+    parts[0::2] = pieces
+    return parts
 
 
-_CANONICAL_TEMPLATE = _canonical_template()
+_CANONICAL_PARTS = _canonical_parts()
 
 
 def event_canonical(fields: Mapping[str, Any]) -> bytes:
@@ -521,10 +529,12 @@ def _canonical_formatted(values: tuple[Any, ...]) -> str | None:
         # Converted values are digits, hex and punctuation: quoted as they are.
         tokens[position] = "null" if value is None else f'"{convert(value)}"'
     tokens[_STAFF_READ] = "true" if tokens[_STAFF_READ] else "false"
-    for position in _NULLABLE_WHOLE:
-        if tokens[position] is None:
-            tokens[position] = "null"
-    return _CANONICAL_TEMPLATE % tuple(tokens)
+    for position in _WHOLE:
+        value = tokens[position]
+        tokens[position] = "null" if value is None else str(value)
+    parts = _CANONICAL_PARTS.copy()
+    parts[1::2] = tokens
+    return "".join(parts)  # type: ignore[arg-type]
 
 
 def event_hash_compute(fields: Mapping[str, Any], key: bytes) -> str:
