@@ -289,7 +289,7 @@ def _csv_batch_text(columns: list[list[Any]], writer: Any, buffer: io.StringIO) 
         try:
             text, joined = column, "".join(column)  # the drivers return text as str itself
         except TypeError:
-            text = list(map(_csv_str, column))
+            text = _csv_str_column(column)
             joined = "".join(text)
         if "\x00" in joined:
             writer.writerows(zip(*columns, strict=True))
@@ -299,6 +299,16 @@ def _csv_batch_text(columns: list[list[Any]], writer: Any, buffer: io.StringIO) 
         texts.append(text)
     lines = list(map(",".join, zip(*texts, strict=True)))
     return CSV_LINE_END.join(lines) + CSV_LINE_END if lines else ""
+
+
+def _csv_str_column(column: list) -> list[str]:
+    """Return the cells of a column that is not all text as csv writes them."""
+    types = set(map(type, column))
+    if types <= {int, bool, uuid.UUID}:
+        return list(map(str, column))
+    if types == {float}:
+        return list(map(repr, column))
+    return list(map(_csv_str, column))
 
 
 def _csv_str(value: Any) -> str:
