@@ -439,9 +439,15 @@ _CANONICAL = {
 _DATETIME_FORMAT = "%04d-%02d-%02dT%02d:%02d:%02d.%06dZ"
 _UUID_HEX = re.compile(r"[0-9a-f]{32}")
 
-# The fast path of event_canonical(): the usual event, formatted straight into the JSON that
-# json.dumps(sort_keys=True) would write. Text fields are always strings; the others are written
-# from their canonical form. The tests compare both paths with a reference built from the spec.
+# The members of the canonical JSON (but "format") in its order, json.dumps(sort_keys=True)'s.
+_SORTED_FIELDS = tuple(sorted(HASHED_FIELDS))
+_sorted_values = operator.itemgetter(*_SORTED_FIELDS)
+# The same from a row in HASHED_FIELDS order, as the verifier reads it.
+_row_sorted_values = operator.itemgetter(*(HASHED_FIELDS.index(name) for name in _SORTED_FIELDS))
+
+# The fast path of _canonical(): the usual event, formatted straight into the JSON that
+# json.dumps would write. Text fields are always strings; the others are written from their
+# canonical form. The tests compare both paths with a reference built from the spec.
 _TEXT_FIELDS = (
     "prev_hash",
     "chain_key_id",
@@ -455,11 +461,8 @@ _TEXT_FIELDS = (
     "key_id",
     "request_id",
 )
-_text_values = operator.itemgetter(*_TEXT_FIELDS)
-_field_values = operator.itemgetter(*HASHED_FIELDS)
-# The value types of HASHED_FIELDS, in order, that the fast path formats; any other event (None
-# where the recorder never writes one, bytes, floats in an integer column, subclasses) takes
-# json.dumps.
+# The value types the fast path formats; any other event (None where the recorder never writes
+# one, bytes, floats in an integer column, subclasses) takes json.dumps.
 _FAST_TYPES = {
     "seq": (int,),
     "actor_id": (int, type(None)),
@@ -471,57 +474,81 @@ _FAST_TYPES = {
     "duration_ms": (float, int, type(None)),
     **{name: (str,) for name in _TEXT_FIELDS},
 }
-_FAST_SIGNATURES = frozenset(itertools.product(*(_FAST_TYPES[name] for name in HASHED_FIELDS)))
-_JSON_TRUE_FALSE = {True: "true", False: "false"}
+_FAST_SIGNATURES = frozenset(itertools.product(*(_FAST_TYPES[name] for name in _SORTED_FIELDS)))
+_text_of = operator.itemgetter(*(_SORTED_FIELDS.index(name) for name in _TEXT_FIELDS))
+# Converted in HASHED_FIELDS order, as json.dumps's path does: the same error for a bad row.
+_CONVERTED = tuple((_SORTED_FIELDS.index(name), convert) for name, convert in _CANONICAL.items())
+_WHOLE = tuple(_SORTED_FIELDS.index(name) for name in ("seq", "actor_id", "bytes_served"))
+_STAFF_READ = _SORTED_FIELDS.index("staff_read")
 
 
-def _canonical_template() -> str:
-    """Return the %-template of the canonical JSON: keys sorted, text quoted, the rest as given."""
-    members = []
+def _canonical_parts() -> list[str | None]:
+    """Return the canonical JSON as its literal pieces with a slot (None) between each two.
+
+    Keys sorted, "format" and its value written out, text values quoted; the slots take the
+    values of _SORTED_FIELDS, in order, as JSON text.
+    """
+    pieces, piece = [], "{"
     for name in sorted(("format", *HASHED_FIELDS)):
+        if piece != "{":
+            piece += ","
         if name == "format":
-            value = json.dumps(CHAIN_FORMAT)
-        elif name in _TEXT_FIELDS:
-            value = f'"%({name})s"'
-        else:
-            value = f"%({name})s"
-        members.append(f'"{name}":{value}')
-    return "{" + ",".join(members) + "}"
+            piece += f'"format":{json.dumps(CHAIN_FORMAT)}'
+            continue
+        quote = '"' if name in _TEXT_FIELDS else ""
+        pieces.append(f'{piece}"{name}":{quote}')
+        piece = quote
+    pieces.append(piece + "}")
+    parts: list[str | None] = [None] * (2 * len(pieces) - 1)
+    parts[0::2] = pieces
+    return parts
 
 
-_CANONICAL_TEMPLATE = _canonical_template()
-
-
-def _canonical_formatted(fields: Mapping[str, Any]) -> str | None:
-    """Return the canonical JSON of an event typed as the recorder writes it, whose text needs no
-    JSON escape (printable ASCII without quote or backslash); None for any other event."""
-    if tuple(map(type, _field_values(fields))) not in _FAST_SIGNATURES:
-        return None
-    text = "".join(_text_values(fields))
-    if not (text.isascii() and text.isprintable() and '"' not in text and "\\" not in text):
-        return None
-    tokens = dict(fields)
-    for name, convert in _CANONICAL.items():
-        value = tokens[name]
-        # Converted values are digits, hex and punctuation: quoted as they are.
-        tokens[name] = "null" if value is None else f'"{convert(value)}"'
-    tokens["staff_read"] = _JSON_TRUE_FALSE[tokens["staff_read"]]
-    for name in ("actor_id", "bytes_served"):
-        if tokens[name] is None:
-            tokens[name] = "null"
-    return _CANONICAL_TEMPLATE % tokens
+_CANONICAL_PARTS = _canonical_parts()
 
 
 def event_canonical(fields: Mapping[str, Any]) -> bytes:
     """Return the bytes the chain's HMAC covers: sorted, compact, ASCII JSON of HASHED_FIELDS."""
-    formatted = _canonical_formatted(fields)
+    return _canonical(_sorted_values(fields))
+
+
+def _canonical(values: tuple[Any, ...]) -> bytes:
+    """Return the canonical form of an event given as its values in _SORTED_FIELDS order.
+
+    The one implementation: the recorder reaches it through event_canonical(), the verifier
+    straight from the row it reads.
+    """
+    formatted = _canonical_formatted(values)
     if formatted is not None:
         return formatted.encode("ascii")
+    fields = dict(zip(_SORTED_FIELDS, values, strict=True))
     payload: dict[str, Any] = {"format": CHAIN_FORMAT}
     for name in HASHED_FIELDS:
         value = fields[name]
         payload[name] = None if value is None else _CANONICAL.get(name, _canonical_plain)(value)
     return json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
+
+
+def _canonical_formatted(values: tuple[Any, ...]) -> str | None:
+    """Return the canonical JSON of an event typed as the recorder writes it, whose text needs no
+    JSON escape (printable ASCII without quote or backslash); None for any other event."""
+    if tuple(map(type, values)) not in _FAST_SIGNATURES:
+        return None
+    text = "".join(_text_of(values))
+    if not (text.isascii() and text.isprintable() and '"' not in text and "\\" not in text):
+        return None
+    tokens = list(values)
+    for position, convert in _CONVERTED:
+        value = tokens[position]
+        # Converted values are digits, hex and punctuation: quoted as they are.
+        tokens[position] = "null" if value is None else f'"{convert(value)}"'
+    tokens[_STAFF_READ] = "true" if tokens[_STAFF_READ] else "false"
+    for position in _WHOLE:
+        value = tokens[position]
+        tokens[position] = "null" if value is None else str(value)
+    parts = _CANONICAL_PARTS.copy()
+    parts[1::2] = tokens
+    return "".join(parts)  # type: ignore[arg-type]
 
 
 def event_hash_compute(fields: Mapping[str, Any], key: bytes) -> str:
@@ -699,6 +726,14 @@ def prune_reason(
     )
 
 
+# Where the walk finds the fields it reads by name in a row (HASHED_FIELDS, then the hash).
+_SEQ, _PREV_HASH, _CHAIN_KEY_ID, _WHEN, _ACTION, _REASON = (
+    HASHED_FIELDS.index(name)
+    for name in ("seq", "prev_hash", "chain_key_id", "when", "action", "reason")
+)
+_CHAIN_SEAL = Action.CHAIN_SEAL.value
+
+
 class _ChainWalk:
     """The state of a walk in seq order: fed one raw row at a time, so it can resume under a lock."""
 
@@ -798,8 +833,7 @@ class _ChainWalk:
     def feed(self, row: tuple[Any, ...]) -> ChainReport | None:
         """Check one raw row (HASHED_FIELDS, then hash); return a BROKEN report, else None."""
         self.position += 1
-        fields = dict(zip(HASHED_FIELDS, row, strict=False))
-        seq, stored_hash = fields["seq"], row[-1]
+        seq, stored_hash = row[_SEQ], row[-1]
         head_seq, head_hash = self.head_seq, self.head_hash
         if not isinstance(seq, int) or isinstance(seq, bool):
             return self.broken(
@@ -817,7 +851,7 @@ class _ChainWalk:
             return self.broken(expected_seq, f"{gap} missing (deleted); the next event is {seq}.")
         if seq < expected_seq:
             return self.broken(seq, f"event {seq} does not belong in the chain (inserted).")
-        if not _digest_equal(fields["prev_hash"], head_hash):
+        if not _digest_equal(row[_PREV_HASH], head_hash):
             return self.broken(
                 seq,
                 f"event {seq} does not link to event {head_seq} (its prev_hash differs): "
@@ -832,21 +866,21 @@ class _ChainWalk:
         try:
             # Converted here, one row at a time: a value the application never writes (a date
             # before year 1 in UTC, an impossible date) is this row's fault.
-            fields["when"] = _when_parse(fields["when"])
-            canonical = event_canonical(fields)
+            values = list(row)
+            values[_WHEN] = _when_parse(row[_WHEN])
+            canonical = _canonical(_row_sorted_values(values))
         except (ValueError, TypeError, OverflowError) as exc:
             return self.broken(
                 seq,
                 f"event {seq} holds a malformed value ({exc}): it was written outside "
                 "the application.",
             )
-        chain_key_id = fields["chain_key_id"]
+        chain_key_id, action = row[_CHAIN_KEY_ID], row[_ACTION]
         key = self.keys.get(chain_key_id)
-        here = (seq, self.count, head_seq, head_hash)
         vouches_start = (
             not self.start_vouched and self.start is not None and seq == self.start.event_seq
         )
-        if vouches_start and not self._prune_event_matches(fields):
+        if vouches_start and not self._prune_event_matches(action, row[_REASON]):
             return self.broken(
                 seq,
                 f"event {seq} is not the prune event that checkpoint #{self.start.pk} names "  # type: ignore[union-attr]
@@ -862,6 +896,7 @@ class _ChainWalk:
                     f"event {seq} names chain key {_shown(chain_key_id)}, which is neither "
                     f"configured nor in {RETIRED_KEYS_SETTING}: it was changed or forged.",
                 )
+            here = (seq, self.count, head_seq, head_hash)
             self.pending += 1
             self.pending_from = self.pending_from or here
             self.pending_keys[chain_key_id] = None
@@ -876,8 +911,8 @@ class _ChainWalk:
                     "written, or forged.",
                 )
             self.start_vouched = self.start_vouched or vouches_start
-            if fields["action"] == Action.CHAIN_SEAL:
-                problem = self._seal_check(seq, fields["reason"])
+            if action == _CHAIN_SEAL:
+                problem = self._seal_check(seq, row[_REASON])
                 if problem is not None:
                     return problem
             self.configured_since_seal = True
@@ -901,13 +936,13 @@ class _ChainWalk:
             self.captured = (seq, stored_hash, self.digest)
         return None
 
-    def _prune_event_matches(self, fields: Mapping[str, Any]) -> bool:
+    def _prune_event_matches(self, action: object, reason: object) -> bool:
         start = self.start
         assert start is not None
         expected = prune_reason(
             start.first_seq, start.last_seq, start.cutoff, start.chain_hash, start.link_digest
         )
-        return fields["action"] == Action.PRUNE and fields["reason"] == expected
+        return action == Action.PRUNE and reason == expected
 
     def _seal_check(self, seq: int, reason: object) -> ChainReport | None:
         """Check a seal event (authenticated already) against the link digest of what it covers."""

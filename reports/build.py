@@ -270,8 +270,6 @@ def events_csv_chunks(
 
 
 CSV_LINE_END = "\r\n"
-# What makes csv.writer quote a cell (QUOTE_MINIMAL): the delimiter, the quote, a line break.
-_CSV_QUOTED = re.compile(r'[,"\r\n]')
 
 
 def _csv_batch_text(columns: list[list[Any]], writer: Any, buffer: io.StringIO) -> str:
@@ -291,16 +289,26 @@ def _csv_batch_text(columns: list[list[Any]], writer: Any, buffer: io.StringIO) 
         try:
             text, joined = column, "".join(column)  # the drivers return text as str itself
         except TypeError:
-            text = list(map(_csv_str, column))
+            text = _csv_str_column(column)
             joined = "".join(text)
         if "\x00" in joined:
             writer.writerows(zip(*columns, strict=True))
             return ""
-        if _CSV_QUOTED.search(joined):
+        if _csv_needs_quotes(joined):
             text = list(map(_csv_quote, text))
         texts.append(text)
     lines = list(map(",".join, zip(*texts, strict=True)))
     return CSV_LINE_END.join(lines) + CSV_LINE_END if lines else ""
+
+
+def _csv_str_column(column: list) -> list[str]:
+    """Return the cells of a column that is not all text as csv writes them."""
+    types = set(map(type, column))
+    if types <= {int, bool, uuid.UUID}:
+        return list(map(str, column))
+    if types == {float}:
+        return list(map(repr, column))
+    return list(map(_csv_str, column))
 
 
 def _csv_str(value: Any) -> str:
@@ -311,10 +319,16 @@ def _csv_str(value: Any) -> str:
     return repr(value) if isinstance(value, float) else str(value)
 
 
+def _csv_needs_quotes(text: str) -> bool:
+    """Return whether csv.writer quotes this text (QUOTE_MINIMAL): a comma, quote or line break.
+
+    Four substring searches: an order of magnitude faster than a regex's character class.
+    """
+    return "," in text or '"' in text or "\r" in text or "\n" in text
+
+
 def _csv_quote(text: str) -> str:
-    if _CSV_QUOTED.search(text):
-        return '"' + text.replace('"', '""') + '"'
-    return text
+    return '"' + text.replace('"', '""') + '"' if _csv_needs_quotes(text) else text
 
 
 def _csv_column_cells(compiler: SQLCompiler) -> list[tuple[int, Callable[[Any], Any]]]:

@@ -75,7 +75,7 @@ class Attachment:
     """A file to embed in the PDF, already zlib-compressed (FlateDecode) on disk.
 
     A year of events is hundreds of megabytes of CSV: it is compressed while it is written and
-    embedded in its encoded form, so it is never held uncompressed in memory.
+    copied from disk into the PDF in its encoded form, so it is never held in memory.
     """
 
     name: str
