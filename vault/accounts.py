@@ -308,15 +308,20 @@ def _through_fields(through: Any) -> tuple[str, str] | None:
 def _pairs(
     through: Any, columns: tuple[str, str], instance: Any, reverse: bool, verb: str, pk_set: Any
 ) -> list[tuple[int, int]]:
-    """Return the (source, target) rows this add, remove or clear really changes."""
+    """Return the (source, target) rows this add, remove or clear really changes, in key order.
+
+    In key order, so that one change to several accounts is recorded in the same order on every
+    database (a set of keys, or rows read without ORDER BY, come in any order).
+    """
     source, target = columns
     mine, theirs = (target, source) if reverse else (source, target)
     if verb == "add":
-        return [(other, instance.pk) if reverse else (instance.pk, other) for other in pk_set or ()]
+        others = sorted(pk_set or ())
+        return [(other, instance.pk) if reverse else (instance.pk, other) for other in others]
     rows = through.objects.filter(**{mine: instance.pk})
     if pk_set is not None:
         rows = rows.filter(**{f"{theirs}__in": pk_set})
-    return list(rows.values_list(source, target))
+    return list(rows.order_by(source, target).values_list(source, target))
 
 
 def _read_any_changes(
