@@ -65,6 +65,7 @@ class ScanRunTable(tables.Table):
         template_name = "django_tables2/bootstrap5.html"
         attrs = {"class": "table table-sm table-hover align-middle"}
         order_by = ("-started_at",)
+        empty_text = "No scan has run yet: run a quick scan, or python manage.py vault_scan."
 
     def render_files(self, value: int) -> str:
         return f"{value:,}"

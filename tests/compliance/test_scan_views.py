@@ -63,6 +63,16 @@ def test_an_officer_sees_the_list_of_scans(client, compliance_officer, planted_s
     assert "<script" not in body.split("</header>")[-1] and " style=" not in body
 
 
+def test_before_any_scan_the_list_says_how_to_run_one_under_the_dashboard_tabs(
+    client, compliance_officer
+):
+    client.force_login(compliance_officer)
+    body = client.get(reverse("compliance:scan_list")).content.decode()
+    assert "No scan has run yet: run a quick scan, or python manage.py vault_scan." in body
+    assert 'aria-label="Compliance dashboard"' in body
+    assert 'class="nav-link active" href="/compliance/scans/"' in body
+
+
 @pytest.mark.parametrize(
     ("who", "reason"),
     [("alice", "not staff"), ("officer", "lacks the compliance.view_dashboard permission")],
