@@ -111,6 +111,8 @@ def test_an_officer_sees_the_stored_reports(client, stored_report, compliance_of
     ):
         assert fact in body
     assert 'href="/compliance/reports/"' in body  # the dashboard's Reports tab
+    # The site's menu shows the officer inside the compliance section.
+    assert '<a class="nav-link active" href="/compliance/">Compliance</a>' in body
 
 
 def test_generate_list_download_verify_round_trip(client, signing, compliance_officer):
