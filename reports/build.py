@@ -719,15 +719,22 @@ def _companies_of(actor_ids: set[Any]) -> dict[Any, list[str]]:
 
 
 def _day_counts(period: Period) -> list[dict]:
-    """Return the events per local day and outcome: one index range per day of the period.
+    """Return the events per local day and outcome: one index range per day with events.
 
     Grouping by TruncDate would convert every event's time (on SQLite in Python: seconds for a
     year); the events of a day are those of the period cut to [local midnight, next midnight).
+    Only the days from the first event to the last are asked: a period of a century is 36,525 days.
     """
     zone = timezone.get_current_timezone()
+    events = period_events(period)
+    first = events.order_by("when").values_list("when", flat=True).first()
+    if first is None:
+        return []
+    last = events.order_by("-when").values_list("when", flat=True).first()
+    assert last is not None
     rows = []
-    day = period.first_day
-    while day <= period.last_day:
+    day = max(period.first_day, timezone.localdate(first, zone))
+    while day <= min(period.last_day, timezone.localdate(last, zone)):
         day_after = day + timedelta(days=1)
         start = max(period.start, datetime.combine(day, datetime.min.time(), zone))
         end = min(period.end, datetime.combine(day_after, datetime.min.time(), zone))
