@@ -11,12 +11,14 @@ import io
 import re
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta
+from functools import partial
 from typing import Any
 
 from django.conf import settings
-from django.db import NotSupportedError
+from django.db import NotSupportedError, router
 from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.models import Count, Max, Min, QuerySet, Sum
 from django.db.models.sql.compiler import SQLCompiler
@@ -26,6 +28,7 @@ from django.utils import timezone
 from compliance.access_log import ChainReport, ChainStatus, chain_verify
 from compliance.charts import ActivityBar, activity_chart_svg
 from compliance.export import CSV_COLUMNS, FORMULA_START
+from compliance.forked import forked
 from compliance.models import GENESIS_HASH, AccessEvent, ScanFinding, ScanRun
 from vault import fileformat
 from vault.access import Action, Outcome
@@ -750,16 +753,32 @@ def _day_counts(period: Period) -> list[dict]:
     return rows
 
 
-def _integrity(period: Period, previous: Report | None) -> Integrity:
+@contextmanager
+def integrity_check_started(period: Period) -> Iterator[Callable[[], Integrity]]:
+    """Start verifying the chain, in a second process where it can; yield what waits for the result.
+
+    The walk reads the whole log, the longest part of a large report; started first, it runs beside
+    the CSV and the figures (compliance/forked.py says when a second process is used).
+    """
+    previous = Report.objects.order_by("-generated_at").first()
     expected = (previous.head_seq, previous.head_hash) if previous and previous.head_seq else None
-    chain = chain_verify(expected_head=expected)
-    present = None
-    if previous is not None:
-        present = (
-            previous.head_seq == 0
-            or AccessEvent.objects.filter(seq=previous.head_seq, hash=previous.head_hash).exists()
-        )
-    return Integrity(chain=chain, anchor=period.head, previous=previous, previous_present=present)
+    using = router.db_for_read(AccessEvent)
+    with forked(partial(chain_verify, using=using, expected_head=expected), using=using) as chain:
+
+        def integrity() -> Integrity:
+            present = None
+            if previous is not None:
+                present = (
+                    previous.head_seq == 0
+                    or AccessEvent.objects.filter(
+                        seq=previous.head_seq, hash=previous.head_hash
+                    ).exists()
+                )
+            return Integrity(
+                chain=chain(), anchor=period.head, previous=previous, previous_present=present
+            )
+
+        yield integrity
 
 
 PROCESSING_ENTRIES = (
@@ -867,9 +886,13 @@ def report_content_build(
     signer_issuer: str,
     signer_fingerprint: str,
     signer_not_after: datetime,
+    integrity: Callable[[], Integrity],
 ) -> ReportContent:
-    """Return everything the report says about `period`, computed from the database now."""
-    previous = Report.objects.order_by("-generated_at").first()
+    """Return everything the report says about `period`, computed from the database now.
+
+    `integrity` (from integrity_check_started()) is asked for last, so that a walk of the chain
+    started earlier runs while the rest is computed.
+    """
     content = ReportContent(
         report_id=report_id,
         organisation=(getattr(settings, "REPORT_ORGANISATION", None) or "").strip()
@@ -885,7 +908,7 @@ def report_content_build(
     content.encryption = _encryption(period)
     content.storage = _storage_certification(period)
     content.access = _access(period)
-    content.integrity = _integrity(period, previous)
+    content.integrity = integrity()
     content.processing = _processing()
     content.summary = _summary(content)
     return content

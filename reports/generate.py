@@ -20,7 +20,13 @@ from vault.access import Action, access_context, actor_identify
 from vault.atomic import atomic_write
 from vault.storage import DecryptedFile
 
-from .build import CsvStats, Period, events_csv_chunks, report_content_build
+from .build import (
+    CsvStats,
+    Period,
+    events_csv_chunks,
+    integrity_check_started,
+    report_content_build,
+)
 from .models import Report
 from .render import report_html, report_pdf_write
 from .signing import attachment_compress, pdf_sign, signer_load
@@ -51,23 +57,27 @@ def report_generate(
             f"{str(report_id)[:8]}.csv"
         )
         stats = CsvStats()
-        attachment = attachment_compress(
-            events_csv_chunks(period, stats),
-            work / "events.csv.z",
-            name=csv_name,
-            description=f"Every access event of the period, report {report_id}",
-            mime_type="text/csv",
-        )
-        content = report_content_build(
-            period,
-            report_id=report_id,
-            generated_at=generated_at,
-            generated_by=generated_by,
-            signer_subject=report_signer.subject,
-            signer_issuer=report_signer.issuer,
-            signer_fingerprint=report_signer.fingerprint,
-            signer_not_after=report_signer.not_after,
-        )
+        # Started before the CSV's compressing thread: a second process is forked only from a
+        # single-threaded one.
+        with integrity_check_started(period) as integrity:
+            attachment = attachment_compress(
+                events_csv_chunks(period, stats),
+                work / "events.csv.z",
+                name=csv_name,
+                description=f"Every access event of the period, report {report_id}",
+                mime_type="text/csv",
+            )
+            content = report_content_build(
+                period,
+                report_id=report_id,
+                generated_at=generated_at,
+                generated_by=generated_by,
+                signer_subject=report_signer.subject,
+                signer_issuer=report_signer.issuer,
+                signer_fingerprint=report_signer.fingerprint,
+                signer_not_after=report_signer.not_after,
+                integrity=integrity,
+            )
         content.csv_name = csv_name
         content.csv_rows = stats.rows
         content.csv_size = stats.size

@@ -94,7 +94,8 @@ READ_AHEAD_AUTO_CORES = 2
 
 
 @functools.cache
-def _usable_cores() -> int:
+def usable_cores() -> int:
+    """Return how many cores this process may run on."""
     try:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # not Linux
@@ -105,7 +106,7 @@ def read_ahead_enabled() -> bool:
     """Return whether large downloads decrypt ahead in a thread (VAULT_READ_AHEAD: auto, on, off)."""
     mode = getattr(settings, "VAULT_READ_AHEAD", "auto")
     if mode == "auto":
-        return _usable_cores() >= READ_AHEAD_AUTO_CORES
+        return usable_cores() >= READ_AHEAD_AUTO_CORES
     return mode == "on"
 
 

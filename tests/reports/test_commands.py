@@ -1,6 +1,11 @@
 """The operator commands: report_signing_cert, audit_report, audit_report_verify."""
 
 import io
+import os
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 from cryptography import x509
@@ -9,6 +14,10 @@ from django.core.management import CommandError, call_command
 from compliance.models import AccessEvent
 from reports.models import Report
 from tests.helpers import document_events
+
+from .conftest import pdftotext
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def run(*args: str) -> str:
@@ -167,3 +176,48 @@ def test_audit_report_verify_exits_1_with_a_message_for_a_hostile_file(signing, 
 def test_audit_report_verify_names_a_missing_file(signing, tmp_path):
     with pytest.raises(CommandError, match="Cannot read"):
         run("audit_report_verify", str(tmp_path / "missing.pdf"))
+
+
+def test_audit_report_on_a_database_file_walks_the_chain_beside_the_rest(dev_signing, tmp_path):
+    """From a shell, as an operator runs it: the walk runs in a second process, and its verdict,
+    good or bad, reaches the report."""
+    database = tmp_path / "db.sqlite3"
+    env = {
+        **os.environ,
+        "DATABASE_URL": f"sqlite:///{database}",
+        "MEDIA_ROOT": str(tmp_path / "media"),
+        "DOCVAULT_ENV_FILE": "",
+        "REPORT_SIGNING_P12": str(dev_signing.p12),
+        "REPORT_SIGNING_P12_PASSPHRASE_FILE": str(dev_signing.passphrase),
+        "REPORT_TRUST_ROOTS": str(dev_signing.ca),
+    }
+
+    def manage(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, "manage.py", *args],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+        )
+
+    def report(name: str) -> subprocess.CompletedProcess:
+        period = ("--from", "2000-01-01", "--to", "2099-12-31")
+        return manage("audit_report", *period, "-o", str(tmp_path / name))
+
+    for setup in (("migrate", "--verbosity", "0"), ("seed_demo", "--force")):
+        done = manage(*setup)
+        assert done.returncode == 0, done.stderr[-3000:]
+    intact = report("intact.pdf")
+    assert intact.returncode == 0, intact.stderr[-3000:]
+    assert "chain ok" in intact.stdout
+    with sqlite3.connect(database) as db:
+        db.execute("UPDATE compliance_accessevent SET reason = 'rewritten' WHERE seq = 2")
+
+    rewritten = report("rewritten.pdf")
+
+    assert rewritten.returncode == 0, rewritten.stderr[-3000:]
+    assert "chain broken" in rewritten.stdout
+    assert "event 2 does not match its hash" in pdftotext(tmp_path / "rewritten.pdf")

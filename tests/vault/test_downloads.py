@@ -550,7 +550,7 @@ def test_read_ahead_follows_its_setting_from_its_size(
     started = bool(read_ahead_threads())
     assert b"".join([*received, *pieces]) == data
     response_close(response)
-    auto = downloads._usable_cores() >= downloads.READ_AHEAD_AUTO_CORES
+    auto = downloads.usable_cores() >= downloads.READ_AHEAD_AUTO_CORES
     assert started == (not over and (mode == "on" or (mode == "auto" and auto)))
     assert downloads.read_ahead_enabled() == (mode == "on" or (mode == "auto" and auto))
     assert read_ahead_threads() == []

@@ -1,0 +1,131 @@
+"""A read-only function of the database in a forked process: where it forks, and what comes back.
+
+The fork path needs a database a second connection sees as this one does: PostgreSQL (the
+PostgreSQL rerun runs this file there) or a SQLite file, which `manage.py shell` opens in a fresh
+process below. The suite's own SQLite database lives in memory: there the function runs here.
+"""
+
+import multiprocessing
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from django.db import connection
+
+from compliance.access_log import access_event_record, chain_verify
+from compliance.forked import fork_usable, forked
+from compliance.models import AccessEvent, ChainStatus
+from vault.access import Access, AccessContext, Action, Outcome
+from vault.downloads import usable_cores
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _record(count: int) -> None:
+    context = AccessContext(action=Action.DOWNLOAD, extra={"operator": "tester"})
+    for number in range(count):
+        access_event_record(Access(Outcome.ALLOWED, context, reason=f"event {number}"))
+
+
+def _walk_with_pid() -> tuple[int, ChainStatus, int]:
+    report = chain_verify(using="default")
+    return os.getpid(), report.status, report.count
+
+
+def fork_checks() -> None:
+    """Check the fork path on the current database (it must be one a fork can use); raise if not."""
+    assert fork_usable("default"), "this database should allow a second process"
+    _record(3)
+    with forked(_walk_with_pid, using="default") as result:
+        pid, status, count = result()
+    assert pid != os.getpid()
+    assert (status, count) == (ChainStatus.OK, 3)
+    # The child left this process's connection alone: it still works.
+    assert AccessEvent.objects.count() == 3
+    _record(1)
+
+    with pytest.raises(ZeroDivisionError), forked(lambda: 1 / 0, using="default") as failing:
+        failing()
+
+    with forked(lambda: time.sleep(600), using="default"):
+        [child] = multiprocessing.active_children()
+    # Leaving the block without asking for the result kills the child, and reaps it.
+    assert child.exitcode == -signal.SIGKILL
+
+    dying = forked(lambda: os._exit(3), using="default")
+    with dying as result, pytest.raises(RuntimeError, match=r"without a result \(exit code 3\)"):
+        result()
+    assert chain_verify().count == 4
+
+
+@pytest.mark.django_db
+def test_inside_a_transaction_the_function_runs_here():
+    _record(2)
+    assert connection.in_atomic_block and not fork_usable("default")
+
+    with forked(_walk_with_pid, using="default") as result:
+        # Here, and it sees this transaction's rows, which a second connection would not.
+        assert result() == (os.getpid(), ChainStatus.OK, 2)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_second_thread_keeps_the_function_here():
+    done = threading.Event()
+    thread = threading.Thread(target=done.wait)
+    thread.start()
+    try:
+        assert not fork_usable("default")
+        with forked(os.getpid, using="default") as result:
+            assert result() == os.getpid()
+    finally:
+        done.set()
+        thread.join()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_on_postgresql_the_function_runs_in_a_child():
+    if connection.vendor != "postgresql":
+        pytest.skip("PostgreSQL only (tests/test_postgresql.py runs this file there)")
+    if usable_cores() < 2:
+        pytest.skip("one usable core: the function always runs here")
+    fork_checks()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_on_an_in_memory_sqlite_database_the_function_runs_here():
+    if connection.vendor != "sqlite":
+        pytest.skip("SQLite only")
+    assert connection.is_in_memory_db() and not fork_usable("default")
+
+
+def test_on_a_sqlite_file_the_function_runs_in_a_child(tmp_path):
+    if usable_cores() < 2:
+        pytest.skip("one usable core: the function always runs here")
+    env = {
+        **os.environ,
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite3'}",
+        "MEDIA_ROOT": str(tmp_path),
+        "DOCVAULT_ENV_FILE": "",
+    }
+
+    def manage(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, "manage.py", *args],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+
+    assert manage("migrate", "--verbosity", "0").returncode == 0
+    checks = "from tests.compliance.test_forked import fork_checks; fork_checks(); print('checked')"
+    done = manage("shell", "--no-imports", "-c", checks)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.strip() == "checked"
