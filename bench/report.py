@@ -7,18 +7,21 @@ database:
   events written straight into the table with valid chain hashes (the recorder's one transaction
   per event would take an hour; the report reads rows, it does not care how they arrived);
 - report: `report_generate()` for 2025-01-01..2025-12-31 exactly as `audit_report` runs it (SQL
-  aggregates, chain verification of the whole log, CSV streamed and compressed, WeasyPrint,
-  pyHanko signature, encrypted storage), VmHWM reset just before; then, as a diagnostic, the
-  main parts timed alone.
+  aggregates, chain verification of the whole log in a forked second process, CSV streamed and
+  compressed, WeasyPrint, pyHanko signature, encrypted storage), VmHWM reset just before. This
+  process samples the resident memory of the report's process and of every child it forks;
+- parts: as a diagnostic, the main parts timed alone.
 """
 
 import gc
 import json
 import os
 import random
+import re
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -31,6 +34,7 @@ from .common import (
     SummaryRow,
     Table,
     bench_env,
+    children_pids,
     peak_reset,
     proc_status,
     progress,
@@ -40,6 +44,8 @@ EVENTS = 1_000_000
 TARGET_SECONDS = 60
 TARGET_MIB = 500
 CHILD_TIMEOUT = 3600
+# How often the report's memory is sampled from outside (a read of /proc costs well under 1 ms).
+SAMPLE_SECONDS = 0.05
 
 
 def _setup(folder: Path, events: int) -> dict[str, object]:
@@ -134,10 +140,8 @@ def _report(folder: Path) -> dict[str, object]:
     from django.conf import settings
     from django.utils import timezone
 
-    from compliance.access_log import chain_verify
-    from reports.build import CsvStats, events_csv_chunks, period_from_dates
+    from reports.build import period_from_dates
     from reports.generate import report_generate
-    from reports.signing import attachment_compress
     from vault.keys import keyring
 
     signing = folder / "signing"
@@ -166,7 +170,20 @@ def _report(folder: Path) -> dict[str, object]:
         "size": report.size,
         "chain": report.chain_status,
     }
-    # Diagnostics: the heaviest parts alone.
+    return result
+
+
+def _parts(folder: Path) -> dict[str, object]:
+    """Time the heaviest parts of the report alone (a diagnostic)."""
+    from django.utils import timezone
+
+    from compliance.access_log import chain_verify
+    from reports.build import CsvStats, events_csv_chunks, period_from_dates
+    from reports.signing import attachment_compress
+
+    result: dict[str, object] = {}
+    with timezone.override(UTC):
+        period = period_from_dates(datetime(2025, 1, 1).date(), datetime(2025, 12, 31).date())
     started = time.perf_counter()
     chain_verify()
     result["chain_seconds"] = time.perf_counter() - started
@@ -190,24 +207,68 @@ def child_main(operation: str, folder: str) -> None:
         result = _setup(Path(folder), int(os.environ.get("BENCH_REPORT_EVENTS", EVENTS)))
     elif operation == "report":
         result = _report(Path(folder))
+    elif operation == "parts":
+        result = _parts(Path(folder))
     else:
         raise SystemExit(f"unknown operation {operation!r}")
     print(json.dumps(result))
 
 
-def _child_run(operation: str, folder: Path, env: dict[str, str]) -> dict[str, object]:
-    done = subprocess.run(
+class TreeMemory:
+    """The peak resident memory of a process and its children, sampled from outside.
+
+    The report forks a second process for the chain walk: its memory counts too. Summed resident
+    sets count a page shared by the two processes twice (an upper bound); summed proportional sets
+    (Pss) split it between them (what the machine really holds).
+    """
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.rss_kib = self.pss_kib = self.children = self.samples = 0
+
+    def sample(self) -> None:
+        """Read the process tree's memory now; keep the peaks."""
+        rss = pss = 0
+        children = children_pids(self.pid)
+        for pid in (self.pid, *children):
+            try:
+                rss += proc_status(pid).get("VmRSS", 0)
+                rollup = Path(f"/proc/{pid}/smaps_rollup").read_text()
+            except OSError:
+                continue  # ended between the listing and the reading
+            pss += sum(int(kib) for kib in re.findall(r"^Pss:\s+(\d+) kB", rollup, re.M))
+        self.rss_kib, self.pss_kib = max(self.rss_kib, rss), max(self.pss_kib, pss)
+        self.children = max(self.children, len(children))
+        self.samples += 1
+
+
+def _child_run(
+    operation: str, folder: Path, env: dict[str, str], memory: list[TreeMemory] | None = None
+) -> dict[str, object]:
+    with subprocess.Popen(
         [PYTHON, "-m", "bench.report", "child", operation, str(folder)],
         cwd=ROOT,
         env=env,
         stdout=subprocess.PIPE,
         text=True,
-        timeout=CHILD_TIMEOUT,
-        check=False,
-    )
-    if done.returncode != 0:
+    ) as child:
+        reader = threading.Thread(target=lambda: output.append(child.stdout.read()))  # type: ignore[union-attr]
+        output: list[str] = []
+        reader.start()
+        tree = TreeMemory(child.pid)
+        deadline = time.monotonic() + CHILD_TIMEOUT
+        while child.poll() is None:
+            if time.monotonic() > deadline:
+                child.kill()
+                raise RuntimeError(f"report child {operation} timed out")
+            tree.sample()
+            time.sleep(SAMPLE_SECONDS)
+        reader.join()
+    if child.returncode != 0:
         raise RuntimeError(f"report child {operation} failed (see stderr above)")
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    if memory is not None:
+        memory.append(tree)
+    return json.loads(output[0].strip().splitlines()[-1])
 
 
 def run(quick: bool) -> PartResult:
@@ -225,9 +286,16 @@ def run(quick: bool) -> PartResult:
         progress(f"report: writing {events:,} events with valid chain hashes (not timed)")
         _child_run("setup", tmp, env)
         progress("report: generating the signed report in a fresh process")
-        result = _child_run("report", tmp, env)
+        memory: list[TreeMemory] = []
+        result = _child_run("report", tmp, env, memory)
+        progress("report: timing the chain walk and the CSV alone (diagnostic)")
+        result.update(_child_run("parts", tmp, env))
+    tree = memory[0]
     number = {name: float(value) for name, value in result.items() if name != "chain"}
-    seconds, peak = number["seconds"], number["hwm_after_kib"] / 1024
+    seconds, process_peak = number["seconds"], number["hwm_after_kib"] / 1024
+    # The verdict takes the larger of the report process's exact peak and the sampled peak of
+    # the whole tree counted the pessimistic way (shared pages in each process).
+    peak = max(process_peak, tree.rss_kib / 1024)
     met = seconds < TARGET_SECONDS and peak < TARGET_MIB
     table.rows.append(
         [
@@ -242,8 +310,17 @@ def run(quick: bool) -> PartResult:
     )
     table.notes.append(
         "Fresh process; Django, keys and WeasyPrint loaded first, then VmHWM reset to the resident "
-        f"set ({number['rss_before_kib'] / 1024:.0f} MiB) and read after: peak RSS is the whole "
-        f"process. Chain at generation: {result['chain']}. Load average (1 min) when the report "
+        f"set ({number['rss_before_kib'] / 1024:.0f} MiB) and read after: {process_peak:.0f} MiB "
+        "for the report's process. The chain walk ran in "
+        + (
+            f"a forked second process: the whole tree, sampled {tree.samples:,} times every "
+            f"{SAMPLE_SECONDS * 1000:.0f} ms, peaked at {tree.rss_kib / 1024:.0f} MiB resident "
+            f"counting shared pages in each process ({tree.pss_kib / 1024:.0f} MiB proportional "
+            "set, shared pages split); peak RSS above is the larger figure."
+            if tree.children
+            else "the report's process (no second process was seen)."
+        )
+        + f" Chain at generation: {result['chain']}. Load average (1 min) when the report "
         f"ended: {number['load']:.2f}, on {os.cpu_count()} cores. Parts timed alone afterwards "
         f"(diagnostic): verifying the whole chain {number['chain_seconds']:.1f} s; the CSV "
         f"streamed and compressed {number['csv_seconds']:.1f} s ({number['csv_bytes'] / 1e6:.0f} "
@@ -264,4 +341,4 @@ if __name__ == "__main__":
     if len(sys.argv) == 4 and sys.argv[1] == "child":
         child_main(sys.argv[2], sys.argv[3])
     else:
-        raise SystemExit("usage: python -m bench.report child setup|report FOLDER")
+        raise SystemExit("usage: python -m bench.report child setup|report|parts FOLDER")
