@@ -1,6 +1,7 @@
 """Companies, their members, their documents, and the grants that share a document with another company."""
 
 import uuid
+import weakref
 from typing import Any
 
 from django.conf import settings
@@ -216,8 +217,10 @@ class Grant(models.Model):
 
 # The download path's permission check, as one statement: building the equivalent ORM query costs
 # about 1 ms per request (expression resolution), ten times what the database needs to answer it.
+# Its row is read through a plain cursor: raw() maps its columns afresh on every query (0.2 ms a
+# download); the columns are the model's, in order, converted by Django's own converters.
 _READABLE_SQL = """
-SELECT d.* FROM {document} d
+SELECT {columns} FROM {document} d
 WHERE d.{column} = %s AND (
     d.company_id IN (SELECT m.company_id FROM {membership} m WHERE m.user_id = %s)
     OR EXISTS (
@@ -228,6 +231,34 @@ WHERE d.{column} = %s AND (
     )
 )
 """
+
+
+def _readable_query(connection: Any, column: str) -> tuple[str, list[tuple[int, list, Any]]]:
+    """Return the permission check's SQL by `column` and the converters of its row's columns."""
+    cached = _readable_queries.setdefault(connection, {})
+    if column not in cached:
+        quote = connection.ops.quote_name
+        fields = Document._meta.concrete_fields
+        sql = _READABLE_SQL.format(
+            columns=", ".join(f"d.{quote(field.column)}" for field in fields),
+            document=quote(Document._meta.db_table),
+            column=quote(column),
+            membership=quote(Membership._meta.db_table),
+            grant=quote(Grant._meta.db_table),
+        )
+        converters = []
+        for index, field in enumerate(fields):
+            expression = field.get_col(Document._meta.db_table)
+            functions = connection.ops.get_db_converters(expression)
+            functions += expression.get_db_converters(connection)
+            if functions:
+                converters.append((index, functions, expression))
+        cached[column] = (sql, converters)
+    return cached[column]
+
+
+# Per database connection (each thread has its own): converters are bound to its operations.
+_readable_queries: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def document_get_for_reader(user: object, **lookup: object) -> tuple[Document, bool]:
@@ -242,16 +273,18 @@ def document_get_for_reader(user: object, **lookup: object) -> tuple[Document, b
     if not getattr(user, "is_authenticated", False):
         raise Document.DoesNotExist("No readable document matches.")
     connection = connections[router.db_for_read(Document)]
-    sql = _READABLE_SQL.format(
-        document=connection.ops.quote_name(Document._meta.db_table),
-        column=connection.ops.quote_name(field.column),
-        membership=connection.ops.quote_name(Membership._meta.db_table),
-        grant=connection.ops.quote_name(Grant._meta.db_table),
-    )
+    sql, converters = _readable_query(connection, field.column)
     now = Grant._meta.get_field("expires_at").get_db_prep_value(timezone.now(), connection)
     params = [field.get_db_prep_value(field.to_python(value), connection), user.pk, now, user.pk]
-    for document in Document.objects.raw(sql, params):
-        return document, False
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        row = cursor.fetchone()
+    if row is not None:
+        values = list(row)
+        for index, functions, expression in converters:
+            for convert in functions:
+                values[index] = convert(values[index], expression, connection)
+        return Document.from_db(connection.alias, None, values), False
     if user.is_staff and user.has_perm(READ_ANY_PERMISSION):
         return Document.objects.get(**lookup), True
     raise Document.DoesNotExist("No readable document matches.")
