@@ -61,7 +61,14 @@ def forked(function: Callable[[], T], *, using: str) -> Iterator[Callable[[], T]
     child = context.Process(
         target=_child_main, args=(function, sender), name="docvault-forked", daemon=True
     )
-    child.start()
+    try:
+        child.start()
+    except OSError:
+        # No process to be had (memory, process limits): the same function, here.
+        receiver.close()
+        sender.close()
+        yield function
+        return
     sender.close()
     outcome: list[Any] = []
 

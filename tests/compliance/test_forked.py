@@ -5,6 +5,7 @@ PostgreSQL rerun runs this file there) or a SQLite file, which `manage.py shell`
 process below. The suite's own SQLite database lives in memory: there the function runs here.
 """
 
+import errno
 import multiprocessing
 import os
 import signal
@@ -61,6 +62,18 @@ def fork_checks() -> None:
     with dying as result, pytest.raises(RuntimeError, match=r"without a result \(exit code 3\)"):
         result()
     assert chain_verify().count == 4
+
+    real_fork = os.fork
+
+    def fork_refused() -> int:
+        raise BlockingIOError(errno.EAGAIN, "Resource temporarily unavailable")
+
+    os.fork = fork_refused  # the system refuses a process: the function runs here
+    try:
+        with forked(_walk_with_pid, using="default") as result:
+            assert result() == (os.getpid(), ChainStatus.OK, 4)
+    finally:
+        os.fork = real_fork
 
 
 @pytest.mark.django_db
