@@ -26,7 +26,7 @@ from json.encoder import encode_basestring_ascii as _json_string
 from typing import Any, NamedTuple, TextIO
 
 from cryptography.fernet import Fernet, InvalidToken
-from django.core.files.storage import Storage
+from django.core.files.storage import FileSystemStorage, Storage
 from django.db import connections, router, transaction
 from django.utils import timezone
 
@@ -56,6 +56,8 @@ FORMAT_LEGACY = Kind.LEGACY.value
 FORMAT_PLAINTEXT = "plaintext"
 FORMAT_UNKNOWN = "unknown"
 CIPHERTEXT_FORMATS = frozenset({FORMAT_V2, FORMAT_V1, FORMAT_LEGACY})
+# The finding of a symbolic link to a folder in a local media root: the vault writes no links.
+FOLDER_LINK = "a symbolic link to a folder: not followed (the vault writes no links)"
 
 Finding = ScanFinding.Kind
 
@@ -109,14 +111,23 @@ def storage_walk(storage: Storage, path: str = "") -> Iterator[str]:
     of a sort of the full names: the inventory digest needs no list of every name in memory.
     """
     folders, files = storage.listdir(path)
-    entries = [(f"{folder}/", True) for folder in folders if folder]
-    entries += [(name, False) for name in files if name]
+    entries = [(name, False) for name in files if name]
+    for folder in filter(None, folders):
+        # A link to a folder is not followed (a link to an ancestor would never end): it is
+        # listed as a file, which cannot be opened, and so becomes a finding.
+        link = _local_link(storage, f"{path}/{folder}" if path else folder)
+        entries.append((folder, False) if link else (f"{folder}/", True))
     for entry, is_folder in sorted(entries):
         name = f"{path}{entry}" if not path or path.endswith("/") else f"{path}/{entry}"
         if is_folder:
             yield from storage_walk(storage, name)
         else:
             yield name
+
+
+def _local_link(storage: Storage, name: str) -> bool:
+    """Return whether `name` is a symbolic link on a local disk (object stores have none)."""
+    return isinstance(storage, FileSystemStorage) and os.path.islink(storage.path(name))
 
 
 def file_classify(storage: Storage, name: str, ring: KeyRing, *, full: bool = False) -> FileEntry:
@@ -415,9 +426,9 @@ def storage_scan(
         except FileNotFoundError:
             continue  # deleted since it was listed: no longer part of the storage
         except OSError as exc:
-            entry = FileEntry(
-                name, 0, FORMAT_UNKNOWN, problem=Finding.UNREADABLE, detail=os_error_describe(exc)
-            )
+            # Only a link to a folder reaches here as a folder (real folders are walked).
+            detail = FOLDER_LINK if isinstance(exc, IsADirectoryError) else os_error_describe(exc)
+            entry = FileEntry(name, 0, FORMAT_UNKNOWN, problem=Finding.UNREADABLE, detail=detail)
         tally.add(entry)
         if progress is not None:
             progress(entry)

@@ -21,7 +21,7 @@ from django.core.management.base import CommandError
 from django.urls import reverse
 
 from compliance.models import AccessEvent, ScanFinding, ScanRun
-from compliance.scan import scan_storage, storage_scan, storage_walk
+from compliance.scan import FOLDER_LINK, scan_storage, storage_scan, storage_walk
 from vault import fileformat
 from vault.keys import keyring
 from vault.models import Document
@@ -599,3 +599,19 @@ def test_a_file_that_cannot_be_read_is_unreadable_with_the_systems_reason(media_
     assert finding.path == "old/bad-sector.pdf"
     assert finding.detail == "Input/output error"
     assert not run.certified
+
+
+def test_a_link_to_a_folder_is_a_finding_and_a_loop_ends(client, media_root, alice, acme):
+    if not isinstance(scan_storage(), FileSystemStorage):
+        pytest.skip("symbolic links exist only on a local disk")
+    document = upload(client, alice, acme, "Board minutes")
+    (media_root / "old").mkdir()
+    (media_root / "old" / "loop").symlink_to(media_root, target_is_directory=True)
+
+    run = storage_scan()
+
+    assert findings(run) == [(Kind.ORPHAN, "old/loop"), (Kind.UNREADABLE, "old/loop")]
+    assert run.findings.get(kind=Kind.UNREADABLE).detail == FOLDER_LINK
+    # The uploaded document was scanned once, not once more through the link.
+    assert run.files == 2 and not run.certified
+    assert document.file.name != "old/loop"
