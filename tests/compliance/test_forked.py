@@ -40,7 +40,7 @@ def _walk_with_pid() -> tuple[int, ChainStatus, int]:
 
 def fork_checks() -> None:
     """Check the fork path on the current database (it must be one a fork can use); raise if not."""
-    assert fork_usable("default"), "this database should allow a second process"
+    assert fork_usable("default"), f"no second process: threads {threading.enumerate()}"
     _record(3)
     with forked(_walk_with_pid, using="default") as result:
         pid, status, count = result()

@@ -19,7 +19,7 @@ from compliance.models import ScanRun
 from compliance.scan import FileEntry, scan_orphans, scan_run_summary, storage_scan
 from vault.access import RecordError
 from vault.atomic import atomic_write
-from vault.management.commands._cli import operator
+from vault.management.commands._cli import operator, progress_bar
 from vault.paths import os_error_describe
 
 ORPHANS_CSV_HEADER = ["path", "company", "title", "uploaded_by", "uploaded_at"]
@@ -170,9 +170,9 @@ class _Progress:
         self._last = time.monotonic()
         self._quiet = quiet
         if stream.isatty():
-            from tqdm import tqdm
-
-            self._bar = tqdm(file=stream, unit=" files", desc="vault_scan", dynamic_ncols=True)
+            self._bar = progress_bar(
+                file=stream, unit=" files", desc="vault_scan", dynamic_ncols=True
+            )
 
     def update(self, entry: FileEntry) -> None:
         self._files += 1

@@ -5,7 +5,7 @@ import os
 import sys
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from django.core.exceptions import ImproperlyConfigured
 from django.core.management.base import CommandError
@@ -84,3 +84,15 @@ def operator() -> str:
         return getpass.getuser()
     except (KeyError, OSError):
         return f"uid:{os.getuid()}"
+
+
+def progress_bar(**options: Any) -> Any:
+    """Return a tqdm progress bar with these options, without tqdm's monitor thread.
+
+    The monitor would outlive the bar: a process with a second thread no longer forks the
+    report's chain walk (compliance/forked.py).
+    """
+    from tqdm import tqdm
+
+    tqdm.monitor_interval = 0
+    return tqdm(**options)

@@ -7,7 +7,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from vault.rotation import RotationReport, Status, storage_rotate
 
-from ._cli import operator, resumable_run
+from ._cli import operator, progress_bar, resumable_run
 
 # Without a terminal: one progress line per this many files or seconds, whichever comes first.
 PROGRESS_EVERY_FILES = 1000
@@ -46,9 +46,9 @@ class Command(BaseCommand):
 
     def _progress(self, items: Iterable[Any], total: int) -> Iterable[Any]:
         if self.stderr.isatty():
-            from tqdm import tqdm
-
-            return tqdm(items, total=total, unit="file", file=sys.stderr, desc="Rotating")
+            return progress_bar(
+                iterable=items, total=total, unit="file", file=sys.stderr, desc="Rotating"
+            )
         return self._lines(items, total)
 
     def _lines(self, items: Iterable[Any], total: int) -> Iterator[Any]:
