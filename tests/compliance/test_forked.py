@@ -1,8 +1,9 @@
 """A read-only function of the database in a forked process: where it forks, and what comes back.
 
-The fork path needs a database a second connection sees as this one does: PostgreSQL (the
-PostgreSQL rerun runs this file there) or a SQLite file, which `manage.py shell` opens in a fresh
-process below. The suite's own SQLite database lives in memory: there the function runs here.
+The fork path needs a single-threaded process and a database a second connection sees as this one
+does: `manage.py shell` checks it in a fresh process, on a SQLite file or (in the PostgreSQL rerun)
+a new PostgreSQL database. In the test process itself the function runs here: its SQLite database
+lives in memory, and a session may hold other threads.
 """
 
 import errno
@@ -13,10 +14,13 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from pathlib import Path
 
+import psycopg
 import pytest
 from django.db import connection
+from psycopg import sql
 
 from compliance.access_log import access_event_record, chain_verify
 from compliance.forked import fork_usable, forked
@@ -101,27 +105,37 @@ def test_a_second_thread_keeps_the_function_here():
 
 
 @pytest.mark.django_db(transaction=True)
-def test_on_postgresql_the_function_runs_in_a_child():
-    if connection.vendor != "postgresql":
-        pytest.skip("PostgreSQL only (tests/test_postgresql.py runs this file there)")
-    if usable_cores() < 2:
-        pytest.skip("one usable core: the function always runs here")
-    fork_checks()
-
-
-@pytest.mark.django_db(transaction=True)
 def test_on_an_in_memory_sqlite_database_the_function_runs_here():
     if connection.vendor != "sqlite":
         pytest.skip("SQLite only")
     assert connection.is_in_memory_db() and not fork_usable("default")
 
 
-def test_on_a_sqlite_file_the_function_runs_in_a_child(tmp_path):
+@pytest.fixture
+def fresh_database(tmp_path):
+    """The DATABASE_URL of an empty database of the suite's engine: a SQLite file, or a new
+    database on the suite's PostgreSQL server (dropped afterwards)."""
+    if connection.vendor != "postgresql":
+        yield f"sqlite:///{tmp_path / 'db.sqlite3'}"
+        return
+    server = connection.settings_dict
+    name = f"forked_{uuid.uuid4().hex[:12]}"
+    options = {"host": server["HOST"], "port": server["PORT"], "user": server["USER"]}
+    with psycopg.connect(dbname="postgres", autocommit=True, **options) as admin:
+        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    yield f"postgres://{server['USER']}@{server['HOST']}:{server['PORT']}/{name}"
+    with psycopg.connect(dbname="postgres", autocommit=True, **options) as admin:
+        admin.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+def test_in_a_single_threaded_process_the_function_runs_in_a_child(tmp_path, fresh_database):
+    """In `manage.py shell`, as in `audit_report`: the test process itself runs other threads
+    (a live server, a pool), so the checks run in a fresh one, on a database of this engine."""
     if usable_cores() < 2:
         pytest.skip("one usable core: the function always runs here")
     env = {
         **os.environ,
-        "DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite3'}",
+        "DATABASE_URL": fresh_database,
         "MEDIA_ROOT": str(tmp_path),
         "DOCVAULT_ENV_FILE": "",
     }
@@ -137,7 +151,8 @@ def test_on_a_sqlite_file_the_function_runs_in_a_child(tmp_path):
             check=False,
         )
 
-    assert manage("migrate", "--verbosity", "0").returncode == 0
+    migrated = manage("migrate", "--verbosity", "0")
+    assert migrated.returncode == 0, migrated.stderr[-3000:]
     checks = "from tests.compliance.test_forked import fork_checks; fork_checks(); print('checked')"
     done = manage("shell", "--no-imports", "-c", checks)
     assert done.returncode == 0, done.stderr[-3000:]
