@@ -42,6 +42,7 @@ def fork_usable(using: str) -> bool:
         and threading.active_count() == 1
         and usable_cores() >= 2
         and not connection.in_atomic_block
+        and connection.get_autocommit()
         and not (connection.vendor == "sqlite" and connection.is_in_memory_db())
     )
 
