@@ -19,7 +19,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from django.db import connection
+from django.db import connection, transaction
 from psycopg import sql
 
 from compliance.access_log import access_event_record, chain_verify
@@ -45,6 +45,11 @@ def _walk_with_pid() -> tuple[int, ChainStatus, int]:
 def fork_checks() -> None:
     """Check the fork path on the current database (it must be one a fork can use); raise if not."""
     assert fork_usable("default"), f"no second process: threads {threading.enumerate()}"
+    transaction.set_autocommit(False)  # a transaction opened by hand: its rows are this one's
+    try:
+        assert not fork_usable("default")
+    finally:
+        transaction.set_autocommit(True)
     _record(3)
     with forked(_walk_with_pid, using="default") as result:
         pid, status, count = result()
