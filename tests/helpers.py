@@ -1,5 +1,26 @@
 """Small helpers shared by test modules."""
 
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def manage(
+    env: dict[str, str], *args: str, timeout: float = 120, check: bool = False
+) -> subprocess.CompletedProcess:
+    """Run `python manage.py ARGS` in a fresh process with `env`, as an operator's shell does."""
+    return subprocess.run(
+        [sys.executable, "manage.py", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=check,
+    )
+
 
 def response_close(response) -> None:
     """Close a streamed test response (its file) without closing the test's database connection.

@@ -13,6 +13,8 @@ import sys
 import time
 from pathlib import Path
 
+from tests.helpers import manage
+
 ROOT = Path(__file__).resolve().parent.parent
 PRODUCTION = {
     "DJANGO_DEBUG": "0",
@@ -40,18 +42,6 @@ def environment(tmp_path, **extra):
         "STATIC_ROOT": str(tmp_path / "static"),
         **extra,
     }
-
-
-def manage(env, *args, check=False):
-    return subprocess.run(
-        [sys.executable, "manage.py", *args],
-        env=env,
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=check,
-    )
 
 
 def test_check_deploy_passes_with_the_production_environment(tmp_path):

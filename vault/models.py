@@ -233,6 +233,10 @@ WHERE d.{column} = %s AND (
 """
 
 
+# Per database connection (each thread has its own): converters are bound to its operations.
+_readable_queries: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
 def _readable_query(connection: Any, column: str) -> tuple[str, list[tuple[int, list, Any]]]:
     """Return the permission check's SQL by `column` and the converters of its row's columns."""
     cached = _readable_queries.setdefault(connection, {})
@@ -255,10 +259,6 @@ def _readable_query(connection: Any, column: str) -> tuple[str, list[tuple[int, 
                 converters.append((index, functions, expression))
         cached[column] = (sql, converters)
     return cached[column]
-
-
-# Per database connection (each thread has its own): converters are bound to its operations.
-_readable_queries: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def document_get_for_reader(user: object, **lookup: object) -> tuple[Document, bool]:

@@ -10,12 +10,9 @@ import errno
 import multiprocessing
 import os
 import signal
-import subprocess
-import sys
 import threading
 import time
 import uuid
-from pathlib import Path
 
 import psycopg
 import pytest
@@ -25,10 +22,9 @@ from psycopg import sql
 from compliance.access_log import access_event_record, chain_verify
 from compliance.forked import fork_usable, forked
 from compliance.models import AccessEvent, ChainStatus
+from tests.helpers import manage
 from vault.access import Access, AccessContext, Action, Outcome
 from vault.downloads import usable_cores
-
-ROOT = Path(__file__).resolve().parents[2]
 
 
 def _record(count: int) -> None:
@@ -145,20 +141,9 @@ def test_in_a_single_threaded_process_the_function_runs_in_a_child(tmp_path, fre
         "DOCVAULT_ENV_FILE": "",
     }
 
-    def manage(*args: str) -> subprocess.CompletedProcess:
-        return subprocess.run(
-            [sys.executable, "manage.py", *args],
-            cwd=ROOT,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
-        )
-
-    migrated = manage("migrate", "--verbosity", "0")
+    migrated = manage(env, "migrate", "--verbosity", "0")
     assert migrated.returncode == 0, migrated.stderr[-3000:]
     checks = "from tests.compliance.test_forked import fork_checks; fork_checks(); print('checked')"
-    done = manage("shell", "--no-imports", "-c", checks)
+    done = manage(env, "shell", "--no-imports", "-c", checks)
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.strip() == "checked"

@@ -6,8 +6,6 @@ import json
 import os
 import random
 import secrets
-import subprocess
-import sys
 import uuid
 from pathlib import Path
 
@@ -22,6 +20,7 @@ from django.urls import reverse
 
 from compliance.models import AccessEvent, ScanFinding, ScanRun
 from compliance.scan import FOLDER_LINK, scan_storage, storage_scan, storage_walk
+from tests import helpers
 from vault import fileformat
 from vault.keys import keyring
 from vault.models import Document
@@ -535,15 +534,7 @@ def test_the_command_s_exit_status_from_a_shell(tmp_path):
     }
 
     def manage(*args, **extra):
-        return subprocess.run(
-            [sys.executable, "manage.py", *args],
-            cwd=ROOT,
-            env={**env, **extra},
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
-        )
+        return helpers.manage({**env, **extra}, *args)
 
     assert manage("migrate", "--verbosity", "0").returncode == 0
     certified = manage("vault_scan")

@@ -4,8 +4,6 @@ import io
 import os
 import sqlite3
 import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 from cryptography import x509
@@ -13,11 +11,9 @@ from django.core.management import CommandError, call_command
 
 from compliance.models import AccessEvent
 from reports.models import Report
-from tests.helpers import document_events
+from tests.helpers import document_events, manage
 
 from .conftest import pdftotext
-
-ROOT = Path(__file__).resolve().parents[2]
 
 
 def run(*args: str) -> str:
@@ -192,23 +188,12 @@ def test_audit_report_on_a_database_file_walks_the_chain_beside_the_rest(dev_sig
         "REPORT_TRUST_ROOTS": str(dev_signing.ca),
     }
 
-    def manage(*args: str) -> subprocess.CompletedProcess:
-        return subprocess.run(
-            [sys.executable, "manage.py", *args],
-            cwd=ROOT,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=300,
-            check=False,
-        )
-
     def report(name: str) -> subprocess.CompletedProcess:
         period = ("--from", "2000-01-01", "--to", "2099-12-31")
-        return manage("audit_report", *period, "-o", str(tmp_path / name))
+        return manage(env, "audit_report", *period, "-o", str(tmp_path / name), timeout=300)
 
     for setup in (("migrate", "--verbosity", "0"), ("seed_demo", "--force")):
-        done = manage(*setup)
+        done = manage(env, *setup)
         assert done.returncode == 0, done.stderr[-3000:]
     intact = report("intact.pdf")
     assert intact.returncode == 0, intact.stderr[-3000:]
